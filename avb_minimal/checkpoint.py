@@ -1,0 +1,70 @@
+"""Checkpoints: pytrees of arrays plus JSON metadata in one .npz, written atomically."""
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from .nn import tree_leaves, tree_map_with_path
+
+
+def save_checkpoint(path, trees, meta):
+    """Write {name: pytree} and a JSON-able `meta` dict to `path` atomically
+    (temporary file in the same folder, then rename): a crash never leaves a
+    half-written checkpoint behind."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    arrays = {}
+    for name, tree in trees.items():
+        for leaf_path, a in tree_leaves(tree):
+            arrays[f"{name}/{leaf_path}"] = np.asarray(a)
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path, templates):
+    """Read a checkpoint written by `save_checkpoint`.  `templates` gives the
+    expected pytree per name; every array must exist with the template's shape.
+    Returns ({name: pytree}, meta).  Raises ValueError naming what is missing or
+    mis-shaped."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    with np.load(path, allow_pickle=False) as f:
+        stored = {k: f[k] for k in f.files}
+    if "__meta__" not in stored:
+        raise ValueError(f"checkpoint {path!r} has no '__meta__' entry; not written by avb_minimal?")
+    meta = json.loads(str(stored.pop("__meta__")))
+    missing, misshaped = [], []
+
+    def take(name):
+        def fn(leaf_path, template):
+            key = f"{name}/{leaf_path}"
+            if key not in stored:
+                missing.append(key)
+                return template
+            a = stored[key]
+            if a.shape != np.shape(template):
+                misshaped.append(f"{key}: expected {np.shape(template)}, found {a.shape}")
+                return template
+            return a.astype(np.asarray(template).dtype, copy=False)
+        return fn
+
+    out = {name: tree_map_with_path(take(name), tree) for name, tree in templates.items()}
+    if missing or misshaped:
+        msg = [f"checkpoint {path!r} does not match the model:"]
+        if missing:
+            msg.append(f"missing arrays: {', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else ""))
+        if misshaped:
+            msg.append("mis-shaped arrays: " + "; ".join(misshaped[:8]))
+        raise ValueError(" ".join(msg))
+    return out, meta

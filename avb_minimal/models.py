@@ -1,0 +1,217 @@
+"""Encoders, decoders and adversaries (paper sec. 2, 3, 5.2 and supplement III).
+
+A model is an architecture (`Arch`, hashable settings) plus a params pytree
+(dicts of MLP parameter lists).  Every function here is a pure forward pass.
+
+- Gaussian encoder (VAE, Fig. 2a):   x -> (mean, log_var)
+- implicit encoder (AVB, Fig. 2b):   z = g_phi(x, eps), eps ~ N(0, I) as *input*
+- noise-basis encoder (supp. III):   z = z0(x) + sum_i a_i(x) * v_i(eps_i)
+- decoder:                           z -> Bernoulli logits of p_theta(x | z)
+- adversary T(x, z): the paper's inner product <f(x), g(z)> or the authors'
+  residual net on concat(x, z); both with the prior term folded in (see `fold_prior`).
+"""
+from dataclasses import asdict, dataclass
+
+import autograd.numpy as np
+import numpy as onp
+from autograd.tracer import getval
+
+from .nn import get_activation, init_mlp, init_resnet, mlp, resnet
+from .ops import inner_product_all_pairs, inner_product_rows
+
+KINDS = ("vae", "avb", "avb_ac")
+ADVERSARIES = ("inner", "residual")
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Network sizes.  Defaults are the paper's synthetic example (sec. 5.2):
+    2 x 512 encoder and decoder, adversary = inner product of two 2 x 512 nets."""
+    x_dim: int = 4
+    z_dim: int = 2
+    eps_dim: int = 64              # noise fed to the implicit encoder (authors: 64)
+    hidden: tuple = (512, 512)     # encoder and decoder hidden layers
+    adversary: str = "inner"       # 'inner' (paper) or 'residual' (authors' code)
+    adv_hidden: tuple = (512, 512)  # hidden layers of f and g (inner product)
+    adv_dim: int = 512             # dimension of <f(x), g(z)>
+    res_width: int = 256           # residual adversary width ...
+    res_blocks: int = 5            # ... and number of blocks
+    n_basis: int = 16              # noise-basis encoder: number of basis vectors m
+    basis_eps_dim: int = 4         # noise per basis net
+    basis_hidden: int = 32         # hidden width of each basis net v_i
+    activation: str = "elu"
+
+    def __post_init__(self):
+        for name in ("x_dim", "z_dim", "eps_dim", "adv_dim", "res_width", "n_basis",
+                     "basis_eps_dim", "basis_hidden"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"Arch.{name} must be a positive integer, got {getattr(self, name)}")
+        if self.adversary not in ADVERSARIES:
+            raise ValueError(f"Arch.adversary must be one of {ADVERSARIES}, got {self.adversary!r}")
+        get_activation(self.activation)
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "adv_hidden", tuple(int(h) for h in self.adv_hidden))
+
+    def to_dict(self):
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def check_kind(kind):
+    if kind not in KINDS:
+        raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")
+    return kind
+
+
+# ------------------------------------------------------------------ init
+def init_params(rng, kind, arch, dtype=onp.float32):
+    """Parameters for a model of `kind` ('vae', 'avb', 'avb_ac')."""
+    check_kind(kind)
+    h = list(arch.hidden)
+    params = {"dec": init_mlp(rng, [arch.z_dim] + h + [arch.x_dim], dtype)}
+    if kind == "vae":
+        params["enc"] = init_mlp(rng, [arch.x_dim] + h + [2 * arch.z_dim], dtype)
+        return params
+    if kind == "avb":
+        params["enc"] = init_mlp(rng, [arch.x_dim + arch.eps_dim] + h + [arch.z_dim], dtype)
+    else:
+        m, e, hb = arch.n_basis, arch.basis_eps_dim, arch.basis_hidden
+        params["enc"] = {
+            "a": init_mlp(rng, [arch.x_dim] + h + [(m + 1) * arch.z_dim], dtype),
+            # m small nets v_i: eps_i (e) -> hb -> z_dim, stored stacked: W (m, in, out)
+            "v": [((rng.standard_normal((m, e, hb)) * onp.sqrt(2.0 / (e + hb))).astype(dtype),
+                   onp.zeros((m, 1, hb), dtype)),
+                  ((rng.standard_normal((m, hb, arch.z_dim)) * onp.sqrt(2.0 / (hb + arch.z_dim))).astype(dtype),
+                   onp.zeros((m, 1, arch.z_dim), dtype))],
+        }
+    params["adv"] = init_adversary(rng, arch, dtype)
+    return params
+
+
+def init_adversary(rng, arch, dtype=onp.float32):
+    if arch.adversary == "inner":
+        # Output layers scaled by H^(-1/4) each, so that <f(x), g(z)> starts at O(1)
+        # rather than O(sqrt(H)): a saturated sigmoid at step 0 slows the adversary down.
+        s = arch.adv_dim ** -0.25
+        return {"f": init_mlp(rng, [arch.x_dim] + list(arch.adv_hidden) + [arch.adv_dim], dtype, s),
+                "g": init_mlp(rng, [arch.z_dim] + list(arch.adv_hidden) + [arch.adv_dim], dtype, s)}
+    return {"net": init_resnet(rng, arch.x_dim + arch.z_dim, arch.res_width, arch.res_blocks, 1, dtype)}
+
+
+# ------------------------------------------------------------------ noise
+def sample_noise(rng, kind, arch, batch, dtype=onp.float32):
+    """The encoder's noise for one batch: (B, eps_dim) or (B, m, e) for the basis encoder."""
+    if kind == "vae":
+        shape = (batch, arch.z_dim)
+    elif kind == "avb":
+        shape = (batch, arch.eps_dim)
+    else:
+        shape = (batch, arch.n_basis, arch.basis_eps_dim)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# ------------------------------------------------------------------ encoders
+def gaussian_encoder(enc, x, arch):
+    """VAE encoder q(z|x) = N(mean(x), diag(exp(log_var(x)))).  -> (B, dz), (B, dz)."""
+    out = mlp(enc, x, get_activation(arch.activation))       # (B, 2 dz)
+    return out[:, :arch.z_dim], out[:, arch.z_dim:]
+
+
+def implicit_encoder(enc, x, eps, arch):
+    """AVB's black-box encoder z = g_phi(x, eps) (Fig. 2b): noise is an input.  -> (B, dz)."""
+    return mlp(enc, np.concatenate([x, eps], axis=1), get_activation(arch.activation))
+
+
+def _basis_nets(v_params, eps, act):
+    """v_i(eps_i) for all i at once.  eps: (B, m, e) -> (B, m, dz)."""
+    (W1, b1), (W2, b2) = v_params
+    h = act(np.einsum("bme,meh->bmh", eps, W1) + b1[:, 0][None])   # (B, m, hb)
+    return np.einsum("bmh,mhz->bmz", h, W2) + b2[:, 0][None]       # (B, m, dz)
+
+
+def noise_basis_encoder(enc, x, eps, arch):
+    """Supplement III: z = z0(x) + sum_i a_i(x) * v_i(eps_i)  (eq. III.1, with an offset z0).
+
+    Returns z (B, dz) and its moments mean, var (B, dz) from eq. (III.2)-(III.3),
+    with E[v_i], Var[v_i] estimated over the batch's noise (v_i does not depend
+    on x).  The moments carry no gradient (Algorithm 2 treats them as constants).
+    """
+    act = get_activation(arch.activation)
+    m, dz = arch.n_basis, arch.z_dim
+    out = mlp(enc["a"], x, act)                         # (B, (m+1) dz)
+    z0 = out[:, :dz]                                    # (B, dz)
+    a = np.reshape(out[:, dz:], (-1, m, dz))            # (B, m, dz)
+    v = _basis_nets(enc["v"], eps, act)                 # (B, m, dz)
+    z = z0 + np.sum(a * v, axis=1)                      # eq. (III.1)   (B, dz)
+    a0, v0, z00 = getval(a), getval(v), getval(z0)
+    v_mean = onp.mean(v0, axis=0)                       # E[v_ik]   (m, dz)
+    v_var = onp.var(v0, axis=0)                         # Var[v_ik] (m, dz)
+    mean = z00 + onp.sum(a0 * v_mean[None], axis=1)     # eq. (III.2)  (B, dz)
+    var = onp.sum(a0 ** 2 * v_var[None], axis=1)        # eq. (III.3)  (B, dz)
+    return z, mean, var
+
+
+def mc_moments(enc, x, eps_k, arch):
+    """Monte Carlo moments of an implicit encoder: K noise draws per x.
+    eps_k: (K, B, eps_dim) -> mean, var (B, dz), no gradient."""
+    K, B = eps_k.shape[:2]
+    xk = onp.broadcast_to(getval(x)[None], (K,) + x.shape).reshape(K * B, -1)
+    zk = getval(implicit_encoder(enc, xk, eps_k.reshape(K * B, -1), arch)).reshape(K, B, -1)
+    return zk.mean(axis=0), zk.var(axis=0)
+
+
+AC_VAR_FLOOR = 1e-4  # z_bar = (z - mean) / sqrt(var + 1e-4), as in the authors' code
+
+
+def normalise(z, mean, var):
+    """z_bar = (z - mu(x)) / sigma(x), Algorithm 2 line 9 (mu, sigma held constant)."""
+    return (z - mean) / onp.sqrt(var + AC_VAR_FLOOR)
+
+
+# ------------------------------------------------------------------ decoder
+def decoder_logits(dec, z, arch):
+    """Bernoulli logits of p_theta(x | z).  (B, dz) -> (B, D)."""
+    return mlp(dec, z, get_activation(arch.activation))
+
+
+# ------------------------------------------------------------------ adversary
+def fold_prior(z):
+    """The prior term folded into T: + ||z||^2 / 2 = -log N(z; 0, I) + const.
+
+    With it, T(x, z) = T_net(x, z) + ||z||^2/2, so at the optimum (eq. 3.4)
+    T_net only has to learn log q(z|x) (up to a constant), not log q - log p.
+    The authors' code does the same; it is part of the adversary, not a new loss.
+    """
+    return 0.5 * np.sum(z * z, axis=-1)                  # (B,)
+
+
+def adversary_features_x(adv, x, arch):
+    """f_psi(x) of the inner-product adversary.  (B, D) -> (B, H)."""
+    return mlp(adv["f"], x, get_activation(arch.activation))
+
+
+def adversary_features_z(adv, z, arch):
+    """g_psi(z) of the inner-product adversary.  (M, dz) -> (M, H)."""
+    return mlp(adv["g"], z, get_activation(arch.activation))
+
+
+def adversary(adv, x, z, arch):
+    """T_psi(x, z) for matched rows (x_i, z_i).  -> (B,)."""
+    if arch.adversary == "inner":
+        F = adversary_features_x(adv, x, arch)
+        G = adversary_features_z(adv, z, arch)
+        return inner_product_rows(F, G) + fold_prior(z)
+    xz = np.concatenate([x, z], axis=1)
+    return resnet(adv["net"], xz, get_activation(arch.activation))[:, 0] + fold_prior(z)
+
+
+def adversary_all_pairs(adv, x, z, arch):
+    """T_psi(x_i, z_j) for all i, j (inner-product adversary only).  -> (B, M)."""
+    if arch.adversary != "inner":
+        raise ValueError("all-pairs logits need the inner-product adversary (Arch.adversary='inner')")
+    F = adversary_features_x(adv, x, arch)
+    G = adversary_features_z(adv, z, arch)
+    return inner_product_all_pairs(F, G) + fold_prior(z)[None, :]

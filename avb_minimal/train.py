@@ -1,0 +1,213 @@
+"""The training loops: VAE (eq. 2.4), AVB (Algorithm 1), AVB + AC (Algorithm 2).
+
+One step of Algorithm 1 computes all three gradients (g_theta, g_phi, g_psi) at
+the same parameters from one forward pass (see `objectives.avb_losses`) and
+updates simultaneously; `adv_steps = k > 1` adds k - 1 adversary-only steps on
+fresh batches.  Runs checkpoint atomically and resume from their checkpoint.
+"""
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from autograd import grad
+
+from . import models as M
+from . import objectives as O
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import check_binary_data, sample_batch
+from .optim import Adam, adam_init, adam_step
+from .progress import Progress
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or inf; the last good parameters were kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iters: int = 10000
+    batch: int = 512
+    lr_gen: float = 3e-4          # encoder / decoder (theta, phi)
+    lr_adv: float = 1e-3          # adversary (psi)
+    b1: float = 0.5
+    b2: float = 0.999
+    adv_steps: int = 1            # k: adversary steps per generator step
+    negatives: str = "pairs"      # 'pairs' (Algorithm 1 as written) or 'all_pairs'
+    decay_from: float = 1.0       # fraction of iters after which the lrs decay linearly ...
+    lr_final: float = 0.1         # ... to this fraction of their value at the last iteration
+    log_every: int = 100
+    checkpoint_every: int = 1000
+
+    def __post_init__(self):
+        for name in ("iters", "batch", "adv_steps", "log_every", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("lr_gen", "lr_adv", "lr_final"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.decay_from <= 1:
+            raise ValueError(f"decay_from must be in [0, 1], got {self.decay_from}")
+        O.check_negatives(self.negatives)
+
+    def lr_scale(self, it):
+        """1 until decay_from * iters, then linear down to lr_final at the end."""
+        start = self.decay_from * self.iters
+        if it < start or self.iters <= start:
+            return 1.0
+        frac = (it - start) / (self.iters - start)
+        return 1.0 - frac * (1.0 - self.lr_final)
+
+
+def _check_finite_tree(name, tree):
+    from .nn import tree_leaves
+    for path, a in tree_leaves(tree):
+        if not np.all(np.isfinite(a)):
+            return f"{name}/{path}"
+    return None
+
+
+def make_step(kind, arch, cfg):
+    """Return step(params, states, x, noise, z_neg, scale) -> (params, states, aux):
+    one simultaneous update of Algorithm 1/2 (or one VAE step)."""
+    M.check_kind(kind)
+    gen_opt = Adam(cfg.lr_gen, cfg.b1, cfg.b2)
+    adv_opt = Adam(cfg.lr_adv, cfg.b1, cfg.b2)
+
+    if kind == "vae":
+        loss_grad = grad(O.vae_loss)
+
+        def step(params, states, x, noise, z_neg, scale):
+            g = loss_grad(params, x, noise, arch)
+            params, states["gen"] = adam_step(gen_opt, params, g, states["gen"], cfg.lr_gen * scale)
+            return params, states, {}
+        return step
+
+    def total(params, x, noise, z_neg, aux):
+        gen, adv = O.avb_losses(params, kind, x, noise, z_neg, arch, cfg.negatives, aux)
+        return gen + adv
+
+    total_grad = grad(total)
+
+    def step(params, states, x, noise, z_neg, scale):
+        aux = {}
+        g = total_grad(params, x, noise, z_neg, aux)
+        gen_p = {"enc": params["enc"], "dec": params["dec"]}
+        gen_g = {"enc": g["enc"], "dec": g["dec"]}
+        gen_p, states["gen"] = adam_step(gen_opt, gen_p, gen_g, states["gen"], cfg.lr_gen * scale)
+        adv_p, states["adv"] = adam_step(adv_opt, params["adv"], g["adv"], states["adv"], cfg.lr_adv * scale)
+        return {"enc": gen_p["enc"], "dec": gen_p["dec"], "adv": adv_p}, states, aux
+    return step
+
+
+def make_adversary_step(kind, arch, cfg):
+    adv_opt = Adam(cfg.lr_adv, cfg.b1, cfg.b2)
+
+    def loss(adv, params, x, noise, z_neg):
+        return O.adversary_only_loss({"enc": params["enc"], "adv": adv}, kind, x, noise, z_neg,
+                                     arch, cfg.negatives)
+    loss_grad = grad(loss)
+
+    def step(params, states, x, noise, z_neg, scale):
+        g = loss_grad(params["adv"], params, x, noise, z_neg)
+        adv, states["adv"] = adam_step(adv_opt, params["adv"], g, states["adv"], cfg.lr_adv * scale)
+        return dict(params, adv=adv), states
+    return step
+
+
+def init_states(kind, params):
+    if kind == "vae":
+        return {"gen": adam_init(params)}
+    return {"gen": adam_init({"enc": params["enc"], "dec": params["dec"]}),
+            "adv": adam_init(params["adv"])}
+
+
+def _state_trees(states):
+    return {f"opt_{k}_{part}": s[part] for k, s in states.items() for part in ("m", "v")}
+
+
+def _save(path, kind, arch, cfg, params, states, it, rng, history, wall):
+    meta = {"kind": kind, "arch": arch.to_dict(), "config": asdict(cfg), "iteration": it,
+            "rng_state": rng.bit_generator.state, "history": history, "wall_seconds": wall,
+            "opt_t": {k: s["t"] for k, s in states.items()}}
+    save_checkpoint(path, dict(params=params, **_state_trees(states)), meta)
+
+
+def train(kind, data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=None,
+          eval_every=0, desc=None):
+    """Train a model of `kind` on binary `data` (N, D).
+
+    checkpoint: path of an .npz; if it exists the run resumes from it, and it is
+    rewritten every cfg.checkpoint_every iterations and at the end.
+    eval_fn(params) -> dict of floats, called every `eval_every` iterations (0: never).
+    Returns (params, info) with info = {'history', 'wall_seconds', 'iterations'}.
+    Raises TrainingDiverged (after saving the last good parameters) if a loss turns NaN/inf.
+    """
+    M.check_kind(kind)
+    data = check_binary_data(data, "data", arch.x_dim)
+    rng = np.random.default_rng(seed)
+    params = M.init_params(rng, kind, arch)
+    states = init_states(kind, params)
+    start, history, wall0 = 0, [], 0.0
+    if checkpoint is not None and os.path.exists(checkpoint):
+        params, states, start, history, wall0, rng = _resume(checkpoint, kind, arch, params, states)
+    step = make_step(kind, arch, cfg)
+    adv_step = make_adversary_step(kind, arch, cfg) if kind != "vae" and cfg.adv_steps > 1 else None
+    prog = Progress(cfg.iters, desc or kind, quiet)
+    t0 = time.perf_counter() - wall0
+    B, last = cfg.batch, {}
+    for it in range(start, cfg.iters):
+        scale = cfg.lr_scale(it)
+        x = sample_batch(rng, data, B)                                     # (B, D)
+        noise = M.sample_noise(rng, kind, arch, B)
+        z_neg = rng.standard_normal((B, arch.z_dim)).astype(np.float32)    # z ~ p(z) or eta ~ N(0, I)
+        new_params, states, aux = step(params, states, x, noise, z_neg, scale)
+        for _ in range(cfg.adv_steps - 1 if adv_step is not None else 0):
+            x2 = sample_batch(rng, data, B)
+            n2 = M.sample_noise(rng, kind, arch, B)
+            zn2 = rng.standard_normal((B, arch.z_dim)).astype(np.float32)
+            new_params, states = adv_step(new_params, states, x2, n2, zn2, scale)
+        bad = [k for k, v in aux.items() if not math.isfinite(v)]
+        if bad or (it % cfg.log_every == 0 and _check_finite_tree("params", new_params)):
+            what = bad or [_check_finite_tree("params", new_params)]
+            msg = f"{kind}: non-finite values ({', '.join(what)}) at iteration {it}"
+            if checkpoint is not None:
+                _save(checkpoint, kind, arch, cfg, params, states, it, rng, history,
+                      time.perf_counter() - t0)
+                msg += f"; the last good parameters are in {checkpoint}"
+            raise TrainingDiverged(msg)
+        params = new_params
+        last = aux
+        done = it + 1
+        if done % cfg.log_every == 0 or done == cfg.iters:
+            entry = {"iteration": done, "wall_seconds": time.perf_counter() - t0, **aux}
+            if eval_fn is not None and eval_every and (done % eval_every == 0 or done == cfg.iters):
+                entry.update(eval_fn(params))
+            history.append(entry)
+        if checkpoint is not None and (done % cfg.checkpoint_every == 0 or done == cfg.iters):
+            _save(checkpoint, kind, arch, cfg, params, states, done, rng, history,
+                  time.perf_counter() - t0)
+        prog.update(done, **{k: v for k, v in last.items() if k in ("gen_objective", "adv_loss")})
+    return params, {"history": history, "wall_seconds": time.perf_counter() - t0,
+                    "iterations": cfg.iters}
+
+
+def _resume(path, kind, arch, params, states):
+    trees, meta = load_checkpoint(path, dict(params=params, **_state_trees(states)))
+    if meta.get("kind") != kind:
+        raise ValueError(f"checkpoint {path!r} holds a {meta.get('kind')!r} model, not {kind!r}")
+    if meta.get("arch") != arch.to_dict():
+        raise ValueError(f"checkpoint {path!r} was written for another architecture: {meta.get('arch')}")
+    for k, s in states.items():
+        s["m"], s["v"], s["t"] = trees[f"opt_{k}_m"], trees[f"opt_{k}_v"], meta["opt_t"][k]
+    rng = np.random.default_rng()
+    rng.bit_generator.state = meta["rng_state"]
+    return trees["params"], states, meta["iteration"], meta["history"], meta["wall_seconds"], rng
+
+
+def load_params(path, kind, arch):
+    """Parameters of a trained model from its checkpoint."""
+    template = M.init_params(np.random.default_rng(0), kind, arch)
+    trees, _ = load_checkpoint(path, {"params": template})
+    return trees["params"]

@@ -1,0 +1,20 @@
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "README.md"), encoding="utf-8") as fh:
+    README = fh.read()
+
+setup(
+    name="avb-minimal",
+    version="0.1.0",
+    description="Adversarial Variational Bayes (Mescheder et al., ICML 2017) in NumPy + autograd, written to be read",
+    long_description=README,
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["avb_minimal", "avb_minimal.*"]),
+    python_requires=">=3.9",
+    install_requires=["numpy>=1.24", "autograd>=1.6", "matplotlib>=3.5", "scipy>=1.9"],
+    extras_require={"gpu": ["cupy-cuda12x>=13"], "test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["avb-minimal=avb_minimal.__main__:main"]},
+)

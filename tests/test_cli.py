@@ -1,0 +1,55 @@
+"""The command line as a user runs it."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from avb_minimal.__main__ import main
+from avb_minimal.experiments import step_flops
+from avb_minimal.models import Arch
+
+
+def test_table1_quick_writes_json_and_figure(tmp_path, capsys):
+    out = tmp_path / "res.json"
+    rc = main(["reproduce", "table1", "--quick", "--quiet", "--models", "vae,avb",
+               "--json", str(out), "--out", str(tmp_path / "run")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "paper vae" in text and "ours avb" in text and "-1.403" in text
+    res = json.loads(out.read_text())
+    for kind in ("vae", "avb"):
+        for key in ("log_likelihood", "reconstruction_error", "elbo", "kl_aggregate", "wall_seconds"):
+            assert isinstance(res[kind][key], float)
+        assert res[kind]["log_likelihood"] <= -1.386   # never above the optimum -log 4
+    assert (tmp_path / "run" / "figure6_latent.png").stat().st_size > 10000
+
+
+def test_bench_step_keys(tmp_path):
+    out = tmp_path / "b.json"
+    assert main(["bench", "step", "--width", "32", "--batch", "64", "--steps", "3", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    for key in ("ms_per_step", "gflop_per_step", "sgemm_gflops", "fraction_of_peak"):
+        assert r[key] > 0
+
+
+def test_flop_rule_paper_widths():
+    flops, P = step_flops(Arch(), 512)
+    assert P == {"enc": 68 * 512 + 512 * 512 + 512 * 2, "dec": 2 * 512 + 512 * 512 + 512 * 4,
+                 "f": 4 * 512 + 2 * 512 * 512, "g": 2 * 512 + 2 * 512 * 512}
+    assert flops == 2 * 512 * (3 * P["enc"] + 3 * P["dec"] + 2 * P["f"] + 5 * P["g"])
+
+
+def test_bad_arguments_are_named():
+    r = subprocess.run([sys.executable, "-m", "avb_minimal", "reproduce", "table1", "--models", "vae,gan"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--models takes a comma list of vae, avb, avb_ac" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "avb_minimal", "reproduce", "table1", "--seeds", "0"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--seeds must be a positive integer" in r.stderr
+
+
+def test_help_runs():
+    with pytest.raises(SystemExit) as e:
+        main(["reproduce", "table1", "--help"])
+    assert e.value.code == 0
