@@ -12,7 +12,11 @@ setup(
     description="Adversarial Variational Bayes (Mescheder et al., ICML 2017) in NumPy + autograd, written to be read",
     long_description=README,
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["avb_minimal", "avb_minimal.*"]),
+    # The CUDA sources live in the top-level kernels/ folder and install as the data
+    # package avb_minimal.kernels (backend.kernels_dir() finds them in either place).
+    packages=find_packages(include=["avb_minimal", "avb_minimal.*"]) + ["avb_minimal.kernels"],
+    package_dir={"avb_minimal.kernels": "kernels"},
+    package_data={"avb_minimal.kernels": ["*.cu", "*.h"]},
     python_requires=">=3.9",
     install_requires=["numpy>=1.24", "autograd>=1.6", "matplotlib>=3.5", "scipy>=1.9"],
     extras_require={"gpu": ["cupy-cuda12x>=13"], "test": ["pytest>=7"]},

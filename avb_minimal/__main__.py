@@ -65,6 +65,13 @@ def build_parser():
     bs.add_argument("--steps", type=_positive_int("--steps"), default=30, help="timed steps (median)")
     bs.add_argument("--json", metavar="PATH", help="write the figures as JSON here")
 
+    bo = bsub.add_parser("ops", help="time the two hot ops against their naive forms",
+                         description="For each op (row-wise and all-pairs inner-product logits, the fused "
+                                     "eq. (3.3) loss, the Bernoulli log-likelihood) and each backend present, "
+                                     "time per call over B in {64, 512, 4096} x H in {64, 512, 1024} against "
+                                     "the naive NumPy/CuPy composition it replaces.")
+    bo.add_argument("--json", metavar="PATH", help="write the figures as JSON here")
+
     tr = sub.add_parser("train", help="train one model on the 4-point dataset (resumable)")
     tr.add_argument("--model", choices=["vae", "avb", "avb_ac"], default="avb")
     tr.add_argument("--iters", type=_positive_int("--iters"), default=None,
@@ -115,6 +122,15 @@ def _bench_step(args):
         write_json(args.json, r)
 
 
+def _bench_ops(args):
+    from .bench_ops import bench_ops, format_bench_ops
+    from .experiments import write_json
+    r = bench_ops()
+    print(format_bench_ops(r))
+    if args.json:
+        write_json(args.json, r)
+
+
 def _train(args):
     from . import evaluate as E
     from .data import four_points
@@ -128,7 +144,7 @@ def _train(args):
     eval_fn = None
     if args.curve_every:
         def eval_fn(p):
-            return {"log_likelihood": float(np.mean(E.exact_log_likelihood(p["dec"], data, arch, 200)))}
+            return {"log_likelihood": float(np.mean(E.exact_log_likelihood(p["dec"], data, arch, 400)))}
     params, info = train(args.model, data, arch, cfg, seed=args.seed, checkpoint=args.checkpoint,
                          quiet=args.quiet, eval_fn=eval_fn, eval_every=args.curve_every,
                          desc=args.model)
@@ -146,7 +162,7 @@ def main(argv=None):
         if args.command == "reproduce":
             _table1(args)
         elif args.command == "bench":
-            _bench_step(args)
+            _bench_step(args) if args.what == "step" else _bench_ops(args)
         elif args.command == "train":
             _train(args)
     except (ValueError, FileNotFoundError) as e:

@@ -2,8 +2,12 @@
 
 `AVB_BACKEND=numpy|cupy` overrides the automatic choice.  Importing this module
 never fails and never prints a traceback on a machine without cupy or a GPU.
-The CUDA kernels (``kernels/*.cu``) are loaded from here in a later layer; the
-NumPy fallback in :mod:`avb_minimal.ops` is what runs everywhere else.
+
+On a GPU the hot ops of :mod:`avb_minimal.ops` run the CUDA kernels of
+``kernels/*.cu``: :func:`kernel` compiles a file with ``cupy.RawModule`` the first
+time one of its kernels is asked for.  The NumPy forms in `ops` run everywhere else.
+When cupy is chosen, autograd is taught about cupy arrays (an ArrayBox and a VSpace
+for ``cupy.ndarray``), so gradients of device arrays stay on the device.
 """
 import os
 import sys
@@ -11,18 +15,29 @@ import sys
 import numpy
 
 _BACKENDS = ("numpy", "cupy")
-_state = {"name": None, "announced": False}
+KERNEL_FILES = ("inner_product.cu", "bernoulli.cu")
+_state = {"name": None, "announced": False, "cupy": None}
+_modules = {}        # file stem -> compiled cupy.RawModule
 
 
 def _cupy_or_none():
     """Return the cupy module if it imports and sees a GPU, else None."""
+    if _state["cupy"] is not None:
+        return _state["cupy"]
     try:
         import cupy  # noqa: PLC0415  (cupy is imported here and nowhere else)
         if cupy.cuda.runtime.getDeviceCount() < 1:
             return None
-        return cupy
     except Exception:  # no cupy, no driver, no device: all mean "no GPU"
         return None
+    _register_autograd(cupy)
+    _state["cupy"] = cupy
+    return cupy
+
+
+def cupy_module():
+    """The cupy module when cupy imports and sees a GPU, else None (for tests and benchmarks)."""
+    return _cupy_or_none()
 
 
 def backend_name():
@@ -68,3 +83,85 @@ def to_numpy(a):
     if hasattr(a, "get"):
         return a.get()
     return numpy.asarray(a)
+
+
+def to_device(a):
+    """`a` as an array of the active backend (a cupy array on a GPU, else unchanged)."""
+    return xp().asarray(a)
+
+
+def is_device_array(a):
+    """True for a cupy array.  Looks cupy up in sys.modules: never imports it."""
+    cupy = sys.modules.get("cupy")
+    return cupy is not None and isinstance(a, cupy.ndarray)
+
+
+def array_module(a):
+    """cupy for a cupy array, numpy for anything else (like cupy.get_array_module)."""
+    return sys.modules["cupy"] if is_device_array(a) else numpy
+
+
+# ------------------------------------------------------------------ kernels
+def kernels_dir():
+    """The folder holding the kernel sources: avb_minimal/kernels in an installed
+    package (setup.py ships the top-level kernels/ folder there), else the
+    top-level kernels/ of a source checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for d in (os.path.join(here, "kernels"), os.path.join(os.path.dirname(here), "kernels")):
+        if all(os.path.isfile(os.path.join(d, f)) for f in KERNEL_FILES):
+            return d
+    raise FileNotFoundError(f"the CUDA sources {KERNEL_FILES} were found neither in "
+                            f"{os.path.join(here, 'kernels')} nor in the source tree")
+
+
+def kernel_source(stem):
+    """The text of kernels/<stem>.cu."""
+    with open(os.path.join(kernels_dir(), stem + ".cu"), encoding="utf-8") as fh:
+        return fh.read()
+
+
+def kernel(stem, name):
+    """The CUDA kernel `name` of kernels/<stem>.cu, callable as fn(grid, block, args).
+
+    The file is compiled (NVRTC, through cupy.RawModule) the first time one of its
+    kernels is asked for, then kept.
+    """
+    cupy = _cupy_or_none()
+    if cupy is None:
+        raise RuntimeError(f"kernel {name!r} needs cupy and a GPU; with NumPy arrays the ops "
+                           "run their NumPy forms")
+    if stem not in _modules:
+        _modules[stem] = cupy.RawModule(code=kernel_source(stem), options=("--std=c++17",))
+    return _modules[stem].get_function(name)
+
+
+# ------------------------------------------------------------------ autograd
+def _register_autograd(cupy):
+    """Let autograd box cupy arrays and build their vector spaces on the device."""
+    from autograd.numpy.numpy_boxes import ArrayBox
+    from autograd.numpy.numpy_vspaces import ArrayVSpace
+
+    class CupyVSpace(ArrayVSpace):
+        def __init__(self, value):          # ArrayVSpace would copy value to the host
+            self.shape, self.dtype = value.shape, value.dtype
+
+        def zeros(self):
+            return cupy.zeros(self.shape, dtype=self.dtype)
+
+        def ones(self):
+            return cupy.ones(self.shape, dtype=self.dtype)
+
+        def standard_basis(self):
+            for idx in numpy.ndindex(*self.shape):
+                v = cupy.zeros(self.shape, dtype=self.dtype)
+                v[idx] = 1
+                yield v
+
+        def randn(self):
+            return cupy.asarray(numpy.random.randn(*self.shape)).astype(self.dtype)
+
+        def _inner_prod(self, x, y):
+            return float(cupy.vdot(x.ravel(), y.ravel()))
+
+    ArrayBox.register(cupy.ndarray)
+    CupyVSpace.register(cupy.ndarray)

@@ -18,7 +18,7 @@ def save_checkpoint(path, trees, meta):
     arrays = {}
     for name, tree in trees.items():
         for leaf_path, a in tree_leaves(tree):
-            arrays[f"{name}/{leaf_path}"] = np.asarray(a)
+            arrays[f"{name}/{leaf_path}" if leaf_path else name] = np.asarray(a)
     arrays["__meta__"] = np.array(json.dumps(meta))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
     try:
@@ -48,7 +48,7 @@ def load_checkpoint(path, templates):
 
     def take(name):
         def fn(leaf_path, template):
-            key = f"{name}/{leaf_path}"
+            key = f"{name}/{leaf_path}" if leaf_path else name
             if key not in stored:
                 missing.append(key)
                 return template

@@ -48,13 +48,22 @@ def exact_log_likelihood(dec, data, arch, n=512, lim=6.0):
     return logsumexp(ll + log_std_normal(zz)[None, :], axis=1) + np.log(area)
 
 
-def exact_log_likelihood_refined(dec, data, arch, n=512, lim=6.0):
-    """Mean exact log-likelihood at n and at 2n grid points per side.  The returned
-    'refinement_change' is |LL(2n) - LL(n)|: the integration error is far below it."""
-    a = float(np.mean(exact_log_likelihood(dec, data, arch, n, lim)))
-    b = float(np.mean(exact_log_likelihood(dec, data, arch, 2 * n, lim)))
-    return {"log_likelihood": b, "log_likelihood_coarse": a, "refinement_change": abs(b - a),
-            "grid": [n, 2 * n], "lim": lim}
+def exact_log_likelihood_refined(dec, data, arch, n=512, lim=6.0, tol=1e-3, max_n=4096):
+    """Mean exact log-likelihood, doubling the grid (n, 2n, 4n, ...) until two successive
+    grids agree to `tol` nats (a sharp decoder needs a fine grid).  Returns the finest
+    value, the change of the last refinement and the grids used; raises if max_n is hit."""
+    grids, vals = [n], [float(np.mean(exact_log_likelihood(dec, data, arch, n, lim)))]
+    while True:
+        grids.append(2 * grids[-1])
+        vals.append(float(np.mean(exact_log_likelihood(dec, data, arch, grids[-1], lim))))
+        change = abs(vals[-1] - vals[-2])
+        if change < tol:
+            break
+        if grids[-1] >= max_n:
+            raise ValueError(f"grid integration did not settle to {tol} nats by {max_n}^2 points "
+                             f"(values {vals}); is the decoder's output extremely sharp?")
+    return {"log_likelihood": vals[-1], "log_likelihood_coarse": vals[-2], "refinement_change": change,
+            "grid": grids, "values": vals, "lim": lim}
 
 
 def exact_posterior_grid(dec, x, arch, n=256, lim=6.0):

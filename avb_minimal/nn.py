@@ -59,7 +59,7 @@ def take_rows(A, start, stop):
 
 def _take_rows_vjp(ans, A, start, stop):
     def vjp(g):
-        out = onp.zeros(A.shape, g.dtype)
+        out = onp.zeros_like(A, dtype=g.dtype)   # same array type as A (numpy or cupy)
         out[start:stop] = g
         return out
     return vjp

@@ -1,4 +1,10 @@
-"""Adam (Kingma & Ba, 2015) on pytrees of arrays, as pure functions."""
+"""Adam (Kingma & Ba, 2015) on pytrees of arrays, over one flat buffer.
+
+The moments m and v live in flat 1-d arrays, and the update is five vectorised
+operations over all parameters at once instead of a loop over layers: the same
+arithmetic, a fraction of the Python overhead.  The parameters handed back are
+views into one new flat array, so the step is still pure (inputs untouched).
+"""
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,10 +27,25 @@ class Adam:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
+def flatten_to_vector(tree):
+    """All leaves of a pytree, raveled and concatenated into one 1-d array."""
+    return np.concatenate([np.ravel(a) for a in tree_flatten(tree)])
+
+
+def vector_to_tree(vec, template):
+    """Views into `vec` shaped like the leaves of `template` (no copies)."""
+    leaves, start = [], 0
+    for a in tree_flatten(template):
+        leaves.append(vec[start:start + a.size].reshape(a.shape))
+        start += a.size
+    return tree_unflatten(template, leaves)
+
+
 def adam_init(params):
-    """State (step count, first moments m, second moments v) for `params`."""
-    return {"t": 0, "m": tree_unflatten(params, [np.zeros_like(a) for a in tree_flatten(params)]),
-            "v": tree_unflatten(params, [np.zeros_like(a) for a in tree_flatten(params)])}
+    """State: step count t and flat first / second moments m, v (same dtype as params)."""
+    n = sum(a.size for a in tree_flatten(params))
+    dtype = np.result_type(*tree_flatten(params))
+    return {"t": 0, "m": np.zeros(n, dtype), "v": np.zeros(n, dtype)}
 
 
 def adam_step(cfg, params, grads, state, lr=None):
@@ -32,23 +53,17 @@ def adam_step(cfg, params, grads, state, lr=None):
 
     m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
     p <- p - lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps).
-    lr overrides cfg.lr (for schedules).  Arrays keep their dtype; inputs are not modified.
+    lr overrides cfg.lr (for schedules).  Inputs are not modified.
     """
     lr = cfg.lr if lr is None else lr
     t = state["t"] + 1
     step = lr * np.sqrt(1 - cfg.b2 ** t) / (1 - cfg.b1 ** t)   # bias corrections folded in
-    new_p, new_m, new_v = [], [], []
-    for p, g, m, v in zip(tree_flatten(params), tree_flatten(grads),
-                          tree_flatten(state["m"]), tree_flatten(state["v"])):
-        m = cfg.b1 * m + (1 - cfg.b1) * g
-        v = cfg.b2 * v + (1 - cfg.b2) * (g * g)
-        d = np.sqrt(v)
-        d += cfg.eps
-        np.divide(m, d, out=d)
-        d *= -step
-        d += p                                                  # p - step m / (sqrt(v) + eps)
-        new_p.append(d.astype(p.dtype, copy=False))
-        new_m.append(m)
-        new_v.append(v)
-    return (tree_unflatten(params, new_p),
-            {"t": t, "m": tree_unflatten(params, new_m), "v": tree_unflatten(params, new_v)})
+    p, g = flatten_to_vector(params), flatten_to_vector(grads)
+    m = cfg.b1 * state["m"] + (1 - cfg.b1) * g
+    v = cfg.b2 * state["v"] + (1 - cfg.b2) * (g * g)
+    d = np.sqrt(v)
+    d += cfg.eps
+    np.divide(m, d, out=d)
+    d *= -step
+    d += p                                                      # p - step m / (sqrt(v) + eps)
+    return vector_to_tree(d.astype(p.dtype, copy=False), params), {"t": t, "m": m, "v": v}

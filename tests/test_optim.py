@@ -10,6 +10,7 @@ def test_adam_matches_reference_and_keeps_inputs(rng):
     state = adam_init(p)
     W0 = p["w"][0][0].copy()
     m = v = np.zeros_like(W0)
+    p_before = p
     W = W0.copy()
     for t in range(1, 4):
         g = {"w": [(np.full((3, 2), t, np.float32), np.ones(2, np.float32))]}
@@ -20,6 +21,7 @@ def test_adam_matches_reference_and_keeps_inputs(rng):
     assert state["t"] == 3
     assert np.allclose(p["w"][0][0], W, atol=1e-5)
     assert p["w"][0][0].dtype == np.float32
+    assert p_before["w"][0][0] is not p["w"][0][0]
 
 
 def test_adam_minimises_a_quadratic():

@@ -1,0 +1,120 @@
+"""Chapter 10: Eight Schools, AVB against Gaussian VB and HMC (paper sec. 5.1, Figures 3 and 4).
+
+Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017, sec. 5.1;
+the model is Gelman et al. (2014)'s Eight Schools with tau left unconstrained.
+
+Equations
+    model       theta_j = mu + tau * eta_j,   y_j ~ N(theta_j, sigma_j^2),   j = 1..8
+                mu, tau, eta_j ~ N(0, 1)                       z = (mu, tau, eta_1..8), d = 10
+    symmetry    p(mu, tau, eta | y) = p(mu, -tau, -eta | y)   => P(tau < 0 | y) = 1/2, two modes
+    HMC         H(z, p) = -log p~(z) + p^T M^-1 p / 2, leapfrog + Metropolis; split R-hat, ESS
+    score       KL(q || p_HMC) by the two-sample k-NN estimator (Wang et al. 2009; the
+                paper's ITE package) on 10,000 samples of each
+
+What you will learn
+    - how to get a ground truth you can trust: many HMC chains as arrays, adapted step
+      sizes, and the diagnostics that say whether to trust them (R-hat, ESS, divergences);
+    - why every Gaussian approximation misses this posterior (one mode, or a blur across
+      both), and how AVB's neural sampler captures both modes of (tau, eta_1);
+    - how to read a k-NN KL estimate in 10-d: compare against the estimator's floor.
+
+Run:  python chapters/10_eight_schools.py [--quick] [--out DIR] [--seed N]
+(one seed here; `python -m avb_minimal reproduce eight-schools` runs three.)
+"""
+import argparse
+import os
+import time
+
+import numpy as np
+
+from avb_minimal import eight_schools as ES
+from avb_minimal import targets as TG
+from avb_minimal import vi
+
+p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+p.add_argument("--quick", action="store_true", help="a few seconds: short chains, tiny nets (for tests)")
+p.add_argument("--out", default="runs/chapters", help="where the figures go (default: runs/chapters)")
+p.add_argument("--seed", type=int, default=0)
+args = p.parse_args()
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+t_start = time.perf_counter()
+settings = ES.eight_schools_settings(args.quick)
+
+# %% 1. The model and its symmetry
+# log p~(z) = sum_j log N(y_j; mu + tau eta_j, sigma_j^2) + log N(z; 0, I): the
+# posterior up to the evidence p(y).  Flipping the signs of tau and every eta_j
+# leaves theta, hence the likelihood, and the prior unchanged.
+target = TG.eight_schools()
+z = np.random.default_rng(args.seed).standard_normal((1000, 10))
+assert np.allclose(target.log_density(TG.eight_schools_flip(z)), target.log_density(z))
+print(f"Eight Schools: d = {target.dim}, y = {TG.EIGHT_SCHOOLS_Y}, sigma = {TG.EIGHT_SCHOOLS_SIGMA}")
+
+# %% 2. Ground truth by HMC
+# 64 chains advance together (the leapfrog is array arithmetic on (chains, 10)).
+# Warm-up adapts one step size per chain by dual averaging and a diagonal mass
+# matrix from the pooled draws.  Trust the draws only if R-hat ~ 1 on every
+# coordinate and divergences are rare; report divergences, do not hide them.
+h = ES.hmc_ground_truth(target, settings, seed=args.seed)
+draws = h["samples"].reshape(-1, 10)
+print(f"HMC: {h['chains']} chains x {h['n_samples']} draws, accept {h['accept_rate']:.2f}, "
+      f"divergences {h['divergences']} (warm-up {h['warmup_divergences']}), {h['wall_seconds']:.0f} s")
+for name, r, e in zip(target.labels, h["rhat"], h["ess"]):
+    print(f"  {name:6s} mean {draws[:, target.labels.index(name)].mean():+.3f}  "
+          f"split R-hat {r:.4f}  ESS {e:8.0f}")
+p_neg = float(np.mean(draws[:, 1] < 0))
+print(f"  P(tau < 0) = {p_neg:.3f}  (exactly 1/2 by symmetry)")
+if not args.quick:
+    assert max(h["rhat"]) < 1.01 and max(h["rhat_rank"]) < 1.01, h["rhat"]
+    assert abs(p_neg - 0.5) < 0.03, p_neg      # the chains cross between the two modes
+ref = ES.reference_samples(h, settings["n_kl"], 0)
+floor = vi.kl_to_samples(ES.reference_samples(h, 2 * settings["n_kl"], 1)[settings["n_kl"]:], ref)
+print(f"k-NN KL between two disjoint HMC subsamples (the estimator's floor): {floor:.3f}")
+
+# %% 3 and 4. Gaussian VB (mean-field, full-rank) and AVB with adaptive contrast
+# Each is trained on log p~ alone and scored against the HMC draws along the way
+# (the curve of Figure 3).  AVB: sampler eps (10-d) -> 2 x 128 ELU -> 10, residual
+# adversary, two adversary steps per sampler step (settings in eight_schools_settings).
+kl, neg, samples, curves = {}, {}, {}, {}
+for m in ES.METHODS:
+    sample, info = ES.fit_method(m, target, settings, args.seed, ref[:settings["n_kl_curve"]])
+    q = sample(np.random.default_rng(1), settings["n_kl"])
+    kl[m] = vi.kl_to_samples(q, ref)
+    neg[m] = float(np.mean(q[:, 1] < 0))
+    samples[m] = q
+    pts = [e for e in info["history"] if "kl_to_hmc" in e]
+    curves[m] = {"final": kl[m], "curve": {"iteration": [e["iteration"] for e in pts],
+                                           "per_seed": [[e["kl_to_hmc"] for e in pts]],
+                                           "mean": [e["kl_to_hmc"] for e in pts]}}
+    print(f"{ES.TITLES[m]:26s} KL(q || HMC) = {kl[m]:.3f}   P(tau < 0) = {neg[m]:.3f}   "
+          f"({info['wall_seconds']:.0f} s)")
+
+# %% 5. The check: AVB is closer to the ground truth and covers both modes
+if not args.quick:
+    assert kl["avb"] < kl["meanfield"] and kl["avb"] < kl["fullrank"], kl
+    assert 0.35 <= neg["avb"] <= 0.65, neg
+    assert neg["meanfield"] < 0.05 or neg["meanfield"] > 0.95    # mean-field sits on one mode
+
+# %% 6. Figures 3 and 4
+samples["hmc"] = ref
+stats = {m: f"KL to HMC {kl[m]:.2f}, P(tau<0) = {neg[m]:.2f}" for m in ES.METHODS}
+stats["hmc"] = f"P(tau<0) = {p_neg:.2f}"
+f3 = ES.kl_curve_figure(curves, os.path.join(args.out, "10_eight_schools_fig3.png"), floor=floor)
+f4 = ES.marginals_figure({k: v[:settings["n_plot"]] for k, v in samples.items()},
+                         os.path.join(args.out, "10_eight_schools_fig4.png"), stats=stats)
+print(f"figures: {f3}, {f4}   ({time.perf_counter() - t_start:.0f} s in all)")
+
+# %% What goes wrong
+# - HMC without per-chain step sizes: one chain that wanders, early in warm-up, to a
+#   small |tau| with large |eta| meets curvature the shared step cannot handle; every
+#   proposal diverges and the chain never leaves (R-hat 1.37 on eta_2 in our first
+#   try).  Divergences are the symptom: count them.
+# - Gaussian VB is not one answer: mean-field locks onto one mode (P(tau<0) = 0 or 1);
+#   full-rank here finds a Gaussian straddling tau = 0 (P(tau<0) ~ 1/2) that has the
+#   right symmetry but puts mass in the trough between the modes.  Both are ~1 nat away.
+# - The k-NN KL in 10-d is biased (about -25% on Gaussians with KL ~ 1) and noisy;
+#   differences smaller than the floor printed above mean nothing.
+# - The adversary's ELBO (history's 'elbo_adversary') drifts with the adversary; it is
+#   not a bound.  AVB's curve is noisy mid-training because sampler and adversary
+#   chase each other; the learning-rate decay over the second half settles them.
+# - The authors' settings (256-wide, 5-block adversary, batch 512, 10k steps at
+#   1e-4 / 2e-4) are vi.AVBConfig()'s defaults but take ~25 min per seed on 2 cores.
