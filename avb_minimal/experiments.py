@@ -37,7 +37,7 @@ def table1_settings(quick=False):
     # so that ~25k iterations fit in the 5-minute budget per run on a 2-core CPU.
     arch = M.Arch(hidden=(128, 128), adv_hidden=(128, 128), adv_dim=128)
     base = dict(iters=25000, batch=128, lr_gen=3e-4, lr_adv=1e-3, negatives="all_pairs",
-                log_every=500, checkpoint_every=2500)
+                decay_from=0.6, lr_final=0.1, log_every=500, checkpoint_every=2500)
     cfgs = {"vae": TrainConfig(**dict(base, lr_gen=1e-3)),
             "avb": TrainConfig(**base),
             "avb_ac": TrainConfig(**base)}

@@ -19,6 +19,7 @@ from typing import Callable, Optional, Tuple
 
 import autograd.numpy as np
 import numpy as onp
+from autograd.tracer import getval
 from scipy.special import logsumexp
 
 from .distributions import LOG_2PI
@@ -70,7 +71,8 @@ def warped_gaussian(scale1=1.0, scale2=0.3, warp=0.8):
                   bounds=((-4.5 * scale1, 4.5 * scale1), (lo2, hi2)),
                   view=((-3 * scale1, 3 * scale1), (lo2, warp * 5 * scale1 ** 2 + 3 * scale2)),
                   log_z=0.0, labels=("z1", "z2"),
-                  info=f"banana: z2 - {warp} (z1^2 - {scale1 ** 2:g}) ~ N(0, {scale2}^2), z1 ~ N(0, {scale1}^2)")
+                  info=f"banana: z2 - {warp} (z1^2 - {scale1 ** 2:g}) ~ N(0, {scale2}^2), "
+                       f"z1 ~ N(0, {scale1}^2)")
 
 
 def rosenbrock(scale=1.0):
@@ -106,9 +108,9 @@ def torus(radius2=2.0, scale=1.0):
 def gaussian_mixture(means=((-1.5, -1.0), (1.5, 1.0)), std=0.5, weights=None):
     """A mixture of separated isotropic Gaussians (normalised: log Z = 0).
 
-    log p(z) = log sum_k w_k N(z; m_k, std^2 I).  With the defaults two components
-    3.6 standard deviations... apart per axis (7.2 sigma between the means): the
-    density between them falls to about exp(-6.5) of the peaks."""
+    log p(z) = log sum_k w_k N(z; m_k, std^2 I).  With the defaults: two equal
+    components 7.2 standard deviations apart; halfway between them the density is
+    exp(-6.5) of the peaks, so a Gaussian either sits on one (KL ~ log 2) or spans both."""
     means = onp.asarray(means, float)
     K = means.shape[0]
     w = onp.full(K, 1.0 / K) if weights is None else onp.asarray(weights, float) / onp.sum(weights)
@@ -117,9 +119,7 @@ def gaussian_mixture(means=((-1.5, -1.0), (1.5, 1.0)), std=0.5, weights=None):
     def log_density(z):
         d2 = np.sum((z[:, None, :] - means[None]) ** 2, axis=-1)               # (B, K)
         a = logw[None] - 0.5 * d2 / std ** 2                                    # (B, K)
-        m = np.max(a, axis=1, keepdims=True)
-        from autograd.tracer import getval
-        m = getval(m)                                                           # a constant shift
+        m = getval(np.max(a, axis=1, keepdims=True))       # log-sum-exp shift: a constant
         return np.log(np.sum(np.exp(a - m), axis=1)) + m[:, 0] - 2 * onp.log(std) - LOG_2PI
     lo = means.min(0) - 5 * std
     hi = means.max(0) + 5 * std
@@ -233,7 +233,8 @@ def eight_schools(y=EIGHT_SCHOOLS_Y, sigma=EIGHT_SCHOOLS_SIGMA, prior_scale=1.0)
         logprior = -0.5 * np.sum(z * z, axis=1) / prior_scale ** 2             # (B,)
         return loglik + logprior + const
     return Target("eight_schools", J + 2, log_density, labels=EIGHT_SCHOOLS_LABELS[:J + 2],
-                  info="theta_j = mu + tau eta_j, y_j ~ N(theta_j, sigma_j^2), N(0, 1) priors, tau unconstrained")
+                  info="theta_j = mu + tau eta_j, y_j ~ N(theta_j, sigma_j^2), N(0, 1) priors, "
+                       "tau unconstrained")
 
 
 def eight_schools_flip(z):

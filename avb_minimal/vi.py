@@ -22,7 +22,7 @@ estimator of `evaluate.knn_kl`, as the paper's ITE package) and `kl_to_target_gr
 """
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import autograd.numpy as np
 import numpy as onp
@@ -229,7 +229,7 @@ def adversary_only_loss(adv, gen, log_density, eps, eta, cfg):
     return O.adversary_loss(T_all[:B], T_all[B:])
 
 
-def sample_avb(params, rng, n, cfg=None):
+def sample_avb(params, rng, n):
     """n samples of the trained sampler.  -> (n, d) float64."""
     gen = params["gen"]
     e = gen[0][0].shape[0]
@@ -394,7 +394,8 @@ def fit_gaussian_vb(log_density, dim=None, cfg=VBConfig(), seed=0, eval_fn=None,
                 entry.update(eval_fn(params))
             history.append(entry)
             prog.update(done)
-    elbo = float(gaussian_vb_elbo(params, log_density, onp.random.default_rng(seed + 1).standard_normal((20000, dim))))
+    eps = onp.random.default_rng(seed + 1).standard_normal((20000, dim))
+    elbo = float(gaussian_vb_elbo(params, log_density, eps))
     return params, {"history": history, "wall_seconds": time.perf_counter() - t0,
                     "config": cfg.to_dict(), "elbo": elbo}
 

@@ -49,7 +49,7 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"]
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Chapter 01: the ELBO of a VAE (eq. 2.1-2.4).")
     p.add_argument("--quick", action="store_true", help="few iterations (seconds; for tests)")
-    p.add_argument("--full", action="store_true", help="the full Table 1 settings (about 1.5 minutes)")
+    p.add_argument("--full", action="store_true", help="the full Table 1 settings of experiments.table1_settings (a few minutes)")
     p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="where the figure goes (default: runs/chapters)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = p.parse_args(argv)

@@ -29,7 +29,6 @@ import os
 import sys
 import time
 
-import autograd.numpy as anp
 import matplotlib
 
 matplotlib.use("Agg")

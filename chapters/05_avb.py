@@ -22,9 +22,9 @@ What you will learn
 - eq. (3.5) with a *learned* T is an estimate, not a bound: the T-based "ELBO" beside
   the honest ones (exact log p(x); an ELBO whose entropy term is a k-NN estimate).
 
-Run:  python chapters/05_avb.py            (~35 s on 2 CPU cores: the quick Table 1 networks, 3000 steps)
+Run:  python chapters/05_avb.py            (~25 s on 2 CPU cores: the quick Table 1 networks, 3000 steps)
       python chapters/05_avb.py --quick    (seconds; the test suite: table1_settings(quick=True))
-      python chapters/05_avb.py --full     (table1_settings(quick=False), the README's Table 1: ~8 minutes)
+      python chapters/05_avb.py --full     (table1_settings(quick=False), the README's Table 1 settings: VAE + AVB, ~10+ minutes)
 """
 import argparse
 import dataclasses
@@ -71,13 +71,11 @@ def parse_args(argv=None):
 def settings(args):
     """Architecture, configs and evaluation settings from experiments.table1_settings, so
     the chapter stays in step with the README's Table 1.  --quick and --full use them as
-    they are; the default run is the quick architecture trained for 3000 steps with the
-    full settings' learning-rate decay."""
+    they are; the default run is the quick architecture and learning rates trained for
+    3000 steps, the learning rates decaying linearly to 5% over the second half."""
     arch, cfgs, ev = table1_settings(quick=not args.full)
     if not args.quick and not args.full:
-        full_cfg = table1_settings(quick=False)[1]["avb"]
-        cfgs = {k: dataclasses.replace(c, iters=3000, decay_from=full_cfg.decay_from,
-                                       lr_final=full_cfg.lr_final, checkpoint_every=3000)
+        cfgs = {k: dataclasses.replace(c, iters=3000, decay_from=0.5, lr_final=0.05, checkpoint_every=3000)
                 for k, c in cfgs.items()}
     cfgs = {k: dataclasses.replace(c, log_every=max(c.iters // 30, 10)) for k, c in cfgs.items()}
     return arch, cfgs, ev
@@ -165,7 +163,7 @@ def main(argv=None):
     assert avb["log_likelihood"] > ll_init + 0.2, (ll_init, avb["log_likelihood"])
     assert avb["elbo"] < avb["log_likelihood"] + knn_err, (avb["elbo"], avb["log_likelihood"])
     assert vae["elbo"] < vae["log_likelihood"]                         # exact for the VAE
-    assert avb["ll_refinement_change"] < 1e-4                          # the grid integration is converged
+    assert avb["ll_refinement_change"] < 1e-3                          # the grid integration is converged
     if not args.quick:                                                 # a trained AVB beats the quick VAE bound
         assert avb["log_likelihood"] > -1.65, avb["log_likelihood"]
     if args.full:                                                      # the README's Table 1 run

@@ -62,6 +62,7 @@ def test_fgan_and_gan_optima_differ_by_one():
     zp = np.repeat(np.arange(3), [5, 3, 2])
     T_gan = _minimise(lambda T: adversary_loss(T[zq], T[zp]), 3)
     T_f = _minimise(lambda T: R.fgan_discriminator_loss(T[zq], T[zp]), 3)
+    assert np.allclose(T_gan, np.log(q / p), atol=1e-5)
     assert np.allclose(R.gan_to_fgan(T_gan), T_f, atol=1e-5)
 
 
