@@ -345,10 +345,15 @@ def main(argv=None):
         T = np.asarray(M.adversary(fg[key][0], DATA[idx_g], zq_g, arch), np.float64)
         rmse[key] = float(np.sqrt(np.mean((T - (true_q + shift)) ** 2)))
     wiggle = {k: float(np.std(np.diff([v for _, v in fg[k][1][len(fg[k][1]) // 4:]]))) for k in ("gan", "fgan")}
+    # the final values with 10x more samples (the bound holds in expectation; less Monte Carlo error)
+    idx_b = np.repeat(np.arange(4), 20000)
+    zq_b, zp_b = sample_gauss(rng, idx_b), rng.standard_normal((80000, 2)).astype(np.float32)
+    kl_gan = float(np.mean(M.adversary(fg["gan"][0], DATA[idx_b], zq_b, arch)))
+    kl_bound = float(R.fgan_kl_estimate(M.adversary(fg["fgan"][0], DATA[idx_b], zq_b, arch),
+                                        M.adversary(fg["fgan"][0], DATA[idx_b], zp_b, arch)))
     print(f"closed-form KL (6.1), mean over x: {kl_true:.4f}")
-    print(f"eq. (3.3) adversary : RMSE(T - log q/p) = {rmse['gan']:.3f}; KL plug-in E_q T = {fg['gan'][1][-1][1]:.4f}")
-    print(f"eq. (6.10) adversary: RMSE(T - (1 + log q/p)) = {rmse['fgan']:.3f}; KL bound (6.8) = "
-          f"{fg['fgan'][1][-1][1]:.4f}")
+    print(f"eq. (3.3) adversary : RMSE(T - log q/p) = {rmse['gan']:.3f}; KL plug-in E_q T = {kl_gan:.4f}")
+    print(f"eq. (6.10) adversary: RMSE(T - (1 + log q/p)) = {rmse['fgan']:.3f}; KL bound (6.8) = {kl_bound:.4f}")
     print(f"step-to-step wobble of the KL estimate after the first quarter: GAN {wiggle['gan']:.4f}, "
           f"f-GAN {wiggle['fgan']:.4f} (q fixed: no sign here of the instability the paper reports for 6.10)")
 
@@ -363,9 +368,9 @@ def main(argv=None):
     assert abs(aae_kl) < tol, aae_kl                           # T(z) sees no difference from the prior
     assert abs(avb_kl - np.log(4)) < 2 * tol, avb_kl           # T(x, z) sees log 4
     assert rmse["gan"] < 0.5 and rmse["fgan"] < 0.5 + 0.3 * args.quick, rmse   # optima 3.4 and 6.10
-    assert abs(fg["gan"][1][-1][1] - kl_true) < 0.25, fg["gan"][1][-1]
-    assert fg["fgan"][1][-1][1] < kl_true + 0.05               # (6.8) at any T is a lower bound (up to MC error)
-    assert fg["fgan"][1][-1][1] > kl_true - 0.35
+    assert abs(kl_gan - kl_true) < 0.25, kl_gan
+    assert kl_bound < kl_true + 0.03, kl_bound                 # (6.8) at any T is a lower bound (up to MC error)
+    assert kl_bound > kl_true - 0.35, kl_bound
     print("checks: hard encoder has q(z) = p(z) but KL(q(z|x), p(z|x)) > 0; AAE prefers it, the ELBO does not; "
           "T(z) ~ 0, T(x, z) ~ log 4; GAN T ~ log q/p, f-GAN T ~ 1 + log q/p, its value <= KL  [ok]")
 

@@ -105,3 +105,14 @@ def test_kl_aggregate_of_the_prior_itself_is_zero(rng):
     p = M.init_params(rng, "vae", arch)
     p["enc"] = [(W * 0, b * 0) for W, b in p["enc"]]
     assert abs(E.kl_aggregate(p, "vae", np.eye(4, dtype=np.float32), arch, rng, n=8000)) < 0.03
+
+
+def test_reconstruction_error_is_the_mean_cross_entropy_per_pixel(rng):
+    """With a decoder that ignores z (logits b), the error is -mean_d [x_d b_d - softplus(b_d)]."""
+    arch = M.Arch(hidden=(4,))
+    p = M.init_params(rng, "vae", arch)
+    b = np.array([2.0, -1.0, 0.5, 0.0], np.float32)
+    p["dec"] = [(W * 0, bb * 0) for W, bb in p["dec"][:-1]] + [(p["dec"][-1][0] * 0, b)]
+    x = np.eye(4, dtype=np.float32)
+    expect = -np.mean(x * b - np.logaddexp(0, b))
+    assert np.isclose(E.reconstruction_error(p, "vae", x, arch, rng, n=10), expect, rtol=1e-5)
