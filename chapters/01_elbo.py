@@ -20,7 +20,6 @@ Run:  python chapters/01_elbo.py            (~15 s on 2 CPU cores)
       python chapters/01_elbo.py --quick    (seconds; the test suite)
       python chapters/01_elbo.py --full     (the Table 1 settings of the README)
 """
-import argparse
 import dataclasses
 import os
 import sys
@@ -34,6 +33,7 @@ import numpy as np  # noqa: E402
 from scipy.optimize import minimize  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 
+from avb_minimal.chapter import chapter_args  # noqa: E402
 from avb_minimal import evaluate as E  # noqa: E402
 from avb_minimal import models as M  # noqa: E402
 from avb_minimal import objectives as O  # noqa: E402
@@ -47,22 +47,10 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Chapter 01: the ELBO of a VAE (eq. 2.1-2.4).")
-    p.add_argument("--quick", action="store_true", help="few iterations (seconds; for tests)")
-    p.add_argument("--full", action="store_true", help="the full Table 1 settings of experiments.table1_settings (a few minutes)")
-    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="where the figure goes (default: runs/chapters)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = p.parse_args(argv)
-    if args.quick and args.full:
-        p.error("--quick and --full exclude each other")
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, f".probe-{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        p.error(f"--out {args.out!r} is not a writable folder ({e.strerror or e})")
-    return args
+    return chapter_args("Chapter 01: the ELBO of a VAE (eq. 2.1-2.4).",
+                        "few iterations (seconds; for tests)",
+                        "the full Table 1 settings of experiments.table1_settings (a few minutes)",
+                        DEFAULT_OUT, argv)
 
 
 def settings(args):

@@ -24,7 +24,6 @@ What you will learn
 Run:  python chapters/02_implicit_encoder.py            (~10 s on 2 CPU cores)
       python chapters/02_implicit_encoder.py --quick    (seconds; the test suite)
 """
-import argparse
 import os
 import sys
 import time
@@ -38,6 +37,7 @@ import numpy as np  # noqa: E402
 from autograd import grad, jacobian  # noqa: E402
 from scipy.special import ndtr  # noqa: E402
 
+from avb_minimal.chapter import chapter_args  # noqa: E402
 from avb_minimal import evaluate as E  # noqa: E402
 from avb_minimal import models as M  # noqa: E402
 from avb_minimal import objectives as O  # noqa: E402
@@ -52,22 +52,10 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Chapter 02: the implicit encoder (Fig. 2b, eq. 3.1-3.2).")
-    p.add_argument("--quick", action="store_true", help="fewer samples (seconds; for tests)")
-    p.add_argument("--full", action="store_true", help="more samples for the k-NN estimates")
-    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="where the figure goes (default: runs/chapters)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = p.parse_args(argv)
-    if args.quick and args.full:
-        p.error("--quick and --full exclude each other")
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, f".probe-{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        p.error(f"--out {args.out!r} is not a writable folder ({e.strerror or e})")
-    return args
+    return chapter_args("Chapter 02: the implicit encoder (Fig. 2b, eq. 3.1-3.2).",
+                        "fewer samples (seconds; for tests)",
+                        "more samples for the k-NN estimates",
+                        DEFAULT_OUT, argv)
 
 
 # %% eq. (3.1): the ELBO as E_q[log p(z) - log q(z|x) + log p(x|z)]

@@ -24,7 +24,6 @@ Run:  python chapters/03_adversary.py            (~25 s on 2 CPU cores)
       python chapters/03_adversary.py --quick    (seconds; the test suite)
       python chapters/03_adversary.py --full     (longer training, smaller errors)
 """
-import argparse
 import os
 import sys
 import time
@@ -39,6 +38,7 @@ from autograd.test_util import check_grads  # noqa: E402
 from scipy.optimize import minimize  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 
+from avb_minimal.chapter import chapter_args  # noqa: E402
 from avb_minimal import models as M  # noqa: E402
 from avb_minimal import objectives as O  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
@@ -50,22 +50,10 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Chapter 03: the adversary of AVB (eq. 3.3, Prop. 1).")
-    p.add_argument("--quick", action="store_true", help="small nets, few steps (seconds; for tests)")
-    p.add_argument("--full", action="store_true", help="longer training (a few minutes)")
-    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="where the figure goes (default: runs/chapters)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = p.parse_args(argv)
-    if args.quick and args.full:
-        p.error("--quick and --full exclude each other")
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, f".probe-{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        p.error(f"--out {args.out!r} is not a writable folder ({e.strerror or e})")
-    return args
+    return chapter_args("Chapter 03: the adversary of AVB (eq. 3.3, Prop. 1).",
+                        "small nets, few steps (seconds; for tests)",
+                        "longer training (a few minutes)",
+                        DEFAULT_OUT, argv)
 
 
 # %% A known q(z|x) and p(z)

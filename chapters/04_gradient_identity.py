@@ -29,7 +29,6 @@ Run:  python chapters/04_gradient_identity.py            (~3 s on 2 CPU cores)
       python chapters/04_gradient_identity.py --quick    (seconds; the test suite)
       python chapters/04_gradient_identity.py --full     (4x the Monte Carlo samples)
 """
-import argparse
 import os
 import sys
 import time
@@ -45,6 +44,7 @@ from autograd.test_util import check_grads  # noqa: E402
 from autograd.tracer import getval  # noqa: E402
 from scipy.stats import chi2 as chi2_dist  # noqa: E402
 
+from avb_minimal.chapter import chapter_args  # noqa: E402
 from avb_minimal import models as M  # noqa: E402
 from avb_minimal import objectives as O  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
@@ -55,22 +55,10 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Chapter 04: Proposition 2, E_q[grad_phi T*] = 0 (eq. 3.6).")
-    p.add_argument("--quick", action="store_true", help="fewer Monte Carlo samples (seconds; for tests)")
-    p.add_argument("--full", action="store_true", help="4x the Monte Carlo samples of the default")
-    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="where the figure goes (default: runs/chapters)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = p.parse_args(argv)
-    if args.quick and args.full:
-        p.error("--quick and --full exclude each other")
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, f".probe-{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        p.error(f"--out {args.out!r} is not a writable folder ({e.strerror or e})")
-    return args
+    return chapter_args("Chapter 04: Proposition 2, E_q[grad_phi T*] = 0 (eq. 3.6).",
+                        "fewer Monte Carlo samples (seconds; for tests)",
+                        "4x the Monte Carlo samples of the default",
+                        DEFAULT_OUT, argv)
 
 
 def flat(tree):

@@ -26,7 +26,6 @@ Run:  python chapters/05_avb.py            (~25 s on 2 CPU cores: the quick Tabl
       python chapters/05_avb.py --quick    (seconds; the test suite: table1_settings(quick=True))
       python chapters/05_avb.py --full     (table1_settings(quick=False), the README's Table 1 settings: VAE + AVB, ~10+ minutes)
 """
-import argparse
 import dataclasses
 import os
 import sys
@@ -36,6 +35,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd import grad
 
+from avb_minimal.chapter import chapter_args  # noqa: E402
 from avb_minimal import evaluate as E
 from avb_minimal import models as M
 from avb_minimal import objectives as O
@@ -50,22 +50,10 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Chapter 05: AVB on the 4-point data (Algorithm 1, Table 1, Fig. 6b).")
-    p.add_argument("--quick", action="store_true", help="table1_settings(quick=True) as is (seconds; for tests)")
-    p.add_argument("--full", action="store_true", help="table1_settings(quick=False): the README's Table 1 run (minutes)")
-    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="where the figures go (default: runs/chapters)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = p.parse_args(argv)
-    if args.quick and args.full:
-        p.error("--quick and --full exclude each other")
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, f".probe-{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        p.error(f"--out {args.out!r} is not a writable folder ({e.strerror or e})")
-    return args
+    return chapter_args("Chapter 05: AVB on the 4-point data (Algorithm 1, Table 1, Fig. 6b).",
+                        "table1_settings(quick=True) as is (seconds; for tests)",
+                        "table1_settings(quick=False): the README's Table 1 run (minutes)",
+                        DEFAULT_OUT, argv)
 
 
 def settings(args):

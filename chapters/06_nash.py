@@ -27,7 +27,6 @@ Run:  python chapters/06_nash.py            (~20 s on 2 CPU cores: 3000 AVB step
       python chapters/06_nash.py --quick    (seconds; the test suite)
       python chapters/06_nash.py --full     (table1_settings(quick=False): ~5+ minutes, closer to equilibrium)
 """
-import argparse
 import dataclasses
 import os
 import sys
@@ -39,6 +38,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from avb_minimal.chapter import chapter_args  # noqa: E402
 from avb_minimal import evaluate as E  # noqa: E402
 from avb_minimal import models as M  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
@@ -52,22 +52,10 @@ FLOOR = -6.0     # below this the logistic loss of eq. (3.3) has (almost) no gra
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Chapter 06: Prop. 3 and Cor. 4, T at equilibrium = PMI (eq. 3.8, 3.9).")
-    p.add_argument("--quick", action="store_true", help="short training (seconds; for tests)")
-    p.add_argument("--full", action="store_true", help="table1_settings(quick=False) (minutes)")
-    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="where the figure goes (default: runs/chapters)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = p.parse_args(argv)
-    if args.quick and args.full:
-        p.error("--quick and --full exclude each other")
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, f".probe-{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        p.error(f"--out {args.out!r} is not a writable folder ({e.strerror or e})")
-    return args
+    return chapter_args("Chapter 06: Prop. 3 and Cor. 4, T at equilibrium = PMI (eq. 3.8, 3.9).",
+                        "short training (seconds; for tests)",
+                        "table1_settings(quick=False) (minutes)",
+                        DEFAULT_OUT, argv)
 
 
 def settings(args):

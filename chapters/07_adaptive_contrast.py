@@ -30,7 +30,6 @@ Run:  python chapters/07_adaptive_contrast.py            (~20 s on 2 CPU cores)
       python chapters/07_adaptive_contrast.py --quick    (seconds; the test suite)
       python chapters/07_adaptive_contrast.py --full     (longer adversary training)
 """
-import argparse
 import os
 import sys
 import time
@@ -44,6 +43,7 @@ import numpy as np  # noqa: E402
 from autograd import grad  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 
+from avb_minimal.chapter import chapter_args  # noqa: E402
 from avb_minimal import models as M  # noqa: E402
 from avb_minimal import objectives as O  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
@@ -57,22 +57,10 @@ DATA = four_points()
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Chapter 07: adaptive contrast (sec. 4, Algorithm 2, supp. III).")
-    p.add_argument("--quick", action="store_true", help="small nets, few steps (seconds; for tests)")
-    p.add_argument("--full", action="store_true", help="longer adversary training (a few minutes)")
-    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="where the figure goes (default: runs/chapters)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = p.parse_args(argv)
-    if args.quick and args.full:
-        p.error("--quick and --full exclude each other")
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, f".probe-{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        p.error(f"--out {args.out!r} is not a writable folder ({e.strerror or e})")
-    return args
+    return chapter_args("Chapter 07: adaptive contrast (sec. 4, Algorithm 2, supp. III).",
+                        "small nets, few steps (seconds; for tests)",
+                        "longer adversary training (a few minutes)",
+                        DEFAULT_OUT, argv)
 
 
 # %% eq. (III.1)-(III.3): the noise-basis encoder's moments

@@ -31,7 +31,6 @@ Run:  python chapters/08_related_work.py            (~25 s on 2 CPU cores)
       python chapters/08_related_work.py --quick    (seconds; the test suite)
       python chapters/08_related_work.py --full     (longer adversary training)
 """
-import argparse
 import os
 import sys
 import time
@@ -44,6 +43,7 @@ import numpy as np  # noqa: E402
 from autograd import grad  # noqa: E402
 from scipy.optimize import minimize  # noqa: E402
 
+from avb_minimal.chapter import chapter_args  # noqa: E402
 from avb_minimal import evaluate as E  # noqa: E402
 from avb_minimal import models as M  # noqa: E402
 from avb_minimal import objectives as O  # noqa: E402
@@ -59,22 +59,10 @@ SIGNS = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], np.float32)     # quadran
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Chapter 08: related work, sec. 6 (AAE eq. 6.3-6.5, f-GAN eq. 6.6-6.10).")
-    p.add_argument("--quick", action="store_true", help="small nets, few steps (seconds; for tests)")
-    p.add_argument("--full", action="store_true", help="longer adversary training (a few minutes)")
-    p.add_argument("--out", metavar="DIR", default=DEFAULT_OUT, help="where the figure goes (default: runs/chapters)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = p.parse_args(argv)
-    if args.quick and args.full:
-        p.error("--quick and --full exclude each other")
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, f".probe-{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        p.error(f"--out {args.out!r} is not a writable folder ({e.strerror or e})")
-    return args
+    return chapter_args("Chapter 08: related work, sec. 6 (AAE eq. 6.3-6.5, f-GAN eq. 6.6-6.10).",
+                        "small nets, few steps (seconds; for tests)",
+                        "longer adversary training (a few minutes)",
+                        DEFAULT_OUT, argv)
 
 
 def minimise_table(loss, n):
