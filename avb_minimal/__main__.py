@@ -192,6 +192,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as e:
         print(f"avb-minimal: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:      # TrainingDiverged (last good checkpoint kept), AVB_BACKEND=cupy without a GPU
+        print(f"avb-minimal: stopped: {e}", file=sys.stderr)
+        return 3
     return 0
 
 

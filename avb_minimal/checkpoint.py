@@ -68,3 +68,14 @@ def load_checkpoint(path, templates):
             msg.append("mis-shaped arrays: " + "; ".join(misshaped[:8]))
         raise ValueError(" ".join(msg))
     return out, meta
+
+
+def read_meta(path):
+    """Only the metadata of a checkpoint (to check what it holds before loading it)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    with np.load(path, allow_pickle=False) as f:
+        if "__meta__" not in f.files:
+            raise ValueError(f"checkpoint {path!r} has no '__meta__' entry; not written by avb_minimal?")
+        return json.loads(str(f["__meta__"]))

@@ -53,3 +53,11 @@ def test_help_runs():
     with pytest.raises(SystemExit) as e:
         main(["reproduce", "table1", "--help"])
     assert e.value.code == 0
+
+
+def test_train_resumes_and_rejects_a_foreign_checkpoint(tmp_path, capsys):
+    ck = tmp_path / "vae.npz"
+    assert main(["train", "--model", "vae", "--quick", "--iters", "20", "--checkpoint", str(ck), "--quiet"]) == 0
+    assert ck.exists()
+    rc = main(["train", "--model", "avb", "--quick", "--iters", "20", "--checkpoint", str(ck), "--quiet"])
+    assert rc == 2 and "holds a 'vae' model, not 'avb'" in capsys.readouterr().err
