@@ -16,7 +16,7 @@ setup(
     # package avb_minimal.kernels (backend.kernels_dir() finds them in either place).
     packages=find_packages(include=["avb_minimal", "avb_minimal.*"]) + ["avb_minimal.kernels"],
     package_dir={"avb_minimal.kernels": "kernels"},
-    package_data={"avb_minimal.kernels": ["*.cu", "*.h"]},
+    package_data={"avb_minimal.kernels": ["*.cu", "*.cuh", "*.h"]},
     python_requires=">=3.9",
     install_requires=["numpy>=1.24", "autograd>=1.6", "matplotlib>=3.5", "scipy>=1.9"],
     extras_require={"gpu": ["cupy-cuda12x>=13"], "test": ["pytest>=7"]},

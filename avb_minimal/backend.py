@@ -131,7 +131,9 @@ def kernel(stem, name):
         raise RuntimeError(f"kernel {name!r} needs cupy and a GPU; with NumPy arrays the ops "
                            "run their NumPy forms")
     if stem not in _modules:
-        _modules[stem] = cupy.RawModule(code=kernel_source(stem), options=("--std=c++17",))
+        # --include-path: NVRTC compiles a string, so it must be told where device_math.cuh is
+        _modules[stem] = cupy.RawModule(code=kernel_source(stem),
+                                        options=("--std=c++17", f"--include-path={kernels_dir()}"))
     return _modules[stem].get_function(name)
 
 

@@ -38,7 +38,6 @@ p.add_argument("--quick", action="store_true", help="a few seconds: tiny nets, f
 p.add_argument("--out", default="runs/chapters", help="where the figure goes (default: runs/chapters)")
 p.add_argument("--seed", type=int, default=0)
 args = p.parse_args()
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 t_start = time.perf_counter()
 
 # %% 1. The targets and their normalisers on a grid

@@ -36,7 +36,6 @@ p.add_argument("--quick", action="store_true", help="a few seconds: short chains
 p.add_argument("--out", default="runs/chapters", help="where the figures go (default: runs/chapters)")
 p.add_argument("--seed", type=int, default=0)
 args = p.parse_args()
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 t_start = time.perf_counter()
 settings = ES.eight_schools_settings(args.quick)
 
