@@ -50,6 +50,7 @@ def build_parser():
                                      "for the VAE, a k-NN entropy estimate for AVB, plus the adversary's "
                                      "own estimate, which is not a bound), and KL(q(z), p(z)).")
     t1.add_argument("--quick", action="store_true", help="small nets, few iterations (< 1 minute)")
+    t1.set_defaults(func=_table1)
     t1.add_argument("--seeds", type=_positive_int("--seeds"), default=1, help="number of seeds (0..N-1)")
     t1.add_argument("--models", type=_models, default=["vae", "avb", "avb_ac"],
                     help="comma list of vae,avb,avb_ac (default: all three)")
@@ -65,6 +66,7 @@ def build_parser():
                                      "full-rank Gaussian VB on the Eight Schools model with tau unconstrained; "
                                      "KL to HMC by k-NN, the mass on tau < 0, and the marginal figures.")
     es.add_argument("--quick", action="store_true", help="short chains and few iterations (seconds)")
+    es.set_defaults(func=_eight_schools)
     es.add_argument("--seeds", type=_positive_int("--seeds"), default=3, help="number of seeds (0..N-1)")
     es.add_argument("--json", metavar="PATH", help="write the results as JSON here (default: OUT/results.json)")
     es.add_argument("--out", metavar="DIR", default="runs/eight_schools", help="figures go here")
@@ -78,6 +80,7 @@ def build_parser():
                                      "count its FLOPs with the fixed rule 2B(3P_enc + 3P_dec + 2P_f + 5P_g) "
                                      "and compare with this machine's measured 1024 x 1024 sgemm rate.")
     bs.add_argument("--batch", type=_positive_int("--batch"), default=512)
+    bs.set_defaults(func=_bench_step)
     bs.add_argument("--width", type=_positive_int("--width"), default=512)
     bs.add_argument("--steps", type=_positive_int("--steps"), default=30, help="timed steps (median)")
     bs.add_argument("--json", metavar="PATH", help="write the figures as JSON here")
@@ -88,9 +91,11 @@ def build_parser():
                                      "time per call over B in {64, 512, 4096} x H in {64, 512, 1024} against "
                                      "the naive NumPy/CuPy composition it replaces.")
     bo.add_argument("--json", metavar="PATH", help="write the figures as JSON here")
+    bo.set_defaults(func=_bench_ops)
 
     tr = sub.add_parser("train", help="train one model on the 4-point dataset (resumable)")
     tr.add_argument("--model", choices=["vae", "avb", "avb_ac"], default="avb")
+    tr.set_defaults(func=_train)
     tr.add_argument("--iters", type=_positive_int("--iters"), default=None,
                     help="iterations (default: the Table 1 setting)")
     tr.add_argument("--seed", type=int, default=0)
@@ -183,12 +188,7 @@ def _train(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "reproduce":
-            _table1(args) if args.experiment == "table1" else _eight_schools(args)
-        elif args.command == "bench":
-            _bench_step(args) if args.what == "step" else _bench_ops(args)
-        elif args.command == "train":
-            _train(args)
+        args.func(args)      # each sub-command names its function with set_defaults(func=...)
     except (ValueError, FileNotFoundError) as e:
         print(f"avb-minimal: error: {e}", file=sys.stderr)
         return 2

@@ -42,3 +42,40 @@ def check_binary_data(x, name="x", dim=None):
         raise ValueError(f"{name} must be binary (0/1) for a Bernoulli likelihood; "
                          f"found values such as {np.unique(x[(x != 0) & (x != 1)])[:3].tolist()}")
     return x.astype(np.float32)
+
+
+# ------------------------------------------------------------------ binarized MNIST
+DATA_ENV = "AVB_DATA"
+
+
+def data_dir(path=None):
+    """The dataset folder: `path` if given, else $AVB_DATA.  Nothing is downloaded."""
+    import os
+    d = path if path is not None else os.environ.get(DATA_ENV)
+    if d is None:
+        raise ValueError(f"no dataset folder given: pass --data DIR or set {DATA_ENV}=DIR, where DIR "
+                         "holds train.npz and valid.npz (key 'x', uint8 0/1, shape (N, 784))")
+    if not os.path.isdir(d):
+        raise ValueError(f"dataset folder {d!r} does not exist; it should hold train.npz and valid.npz "
+                         "(key 'x', uint8 0/1, shape (N, 784))")
+    return d
+
+
+def load_npz(path, key="x", dim=784):
+    """A binary dataset stored as an .npz with one (N, dim) 0/1 array under `key`.  -> float32."""
+    import os
+    import zipfile
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file; expected an .npz holding key {key!r}, "
+                         f"a 0/1 array of shape (N, {dim})")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if key not in f.files:
+                raise ValueError(f"{path}: no array {key!r} in this .npz (it holds {f.files})")
+            x = f[key]
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npz file (truncated or corrupt?): {e}") from None
+    try:
+        return check_binary_data(x, "x", dim)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

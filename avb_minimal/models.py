@@ -40,6 +40,7 @@ class Arch:
     basis_eps_dim: int = 4         # noise per basis net
     basis_hidden: int = 32         # hidden width of each basis net v_i
     activation: str = "elu"
+    adv_unary: bool = False        # sec. 5.2 (MNIST): add terms r(x) and s(z) acting on x, z alone
 
     def __post_init__(self):
         for name in ("x_dim", "z_dim", "eps_dim", "adv_dim", "res_width", "n_basis",
@@ -51,6 +52,7 @@ class Arch:
         get_activation(self.activation)
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "adv_hidden", tuple(int(h) for h in self.adv_hidden))
+        object.__setattr__(self, "adv_unary", bool(self.adv_unary))
 
     def to_dict(self):
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -96,8 +98,9 @@ def init_adversary(rng, arch, dtype=onp.float32):
         # Output layers scaled by H^(-1/4) each, so that <f(x), g(z)> starts at O(1)
         # rather than O(sqrt(H)): a saturated sigmoid at step 0 slows the adversary down.
         s = arch.adv_dim ** -0.25
-        return {"f": init_mlp(rng, [arch.x_dim] + list(arch.adv_hidden) + [arch.adv_dim], dtype, s),
-                "g": init_mlp(rng, [arch.z_dim] + list(arch.adv_hidden) + [arch.adv_dim], dtype, s)}
+        out = arch.adv_dim + int(arch.adv_unary)        # + one unit for r(x) / s(z)
+        return {"f": init_mlp(rng, [arch.x_dim] + list(arch.adv_hidden) + [out], dtype, s),
+                "g": init_mlp(rng, [arch.z_dim] + list(arch.adv_hidden) + [out], dtype, s)}
     return {"net": init_resnet(rng, arch.x_dim + arch.z_dim, arch.res_width, arch.res_blocks, 1, dtype)}
 
 
@@ -189,13 +192,29 @@ def fold_prior(z):
 
 
 def adversary_features_x(adv, x, arch):
-    """f_psi(x) of the inner-product adversary.  (B, D) -> (B, H)."""
-    return mlp(adv["f"], x, get_activation(arch.activation))
+    """f_psi(x) of the inner-product adversary.  (B, D) -> (B, H), or (B, H + 2) with
+    `arch.adv_unary` (see `adversary_features_z`)."""
+    F = mlp(adv["f"], x, get_activation(arch.activation))
+    if not arch.adv_unary:
+        return F
+    return np.concatenate([F, np.ones((F.shape[0], 1), F.dtype)], axis=1)   # [f(x), r(x), 1]
 
 
 def adversary_features_z(adv, z, arch):
-    """g_psi(z) of the inner-product adversary.  (M, dz) -> (M, H)."""
-    return mlp(adv["g"], z, get_activation(arch.activation))
+    """g_psi(z) of the inner-product adversary.  (M, dz) -> (M, H).
+
+    Sec. 5.2 (MNIST) adds networks acting on x and on z alone:
+    T = <f(x), g(z)> + r(x) + s(z).  With `arch.adv_unary` the last output unit of
+    each net is r(x) (resp. s(z)) and the features are padded so that ONE inner
+    product gives all three terms: <[f, r, 1], [g, 1, s]> = <f, g> + r + s.
+    Every caller (matched rows, all pairs, the CUDA kernels) then works unchanged.
+    """
+    G = mlp(adv["g"], z, get_activation(arch.activation))
+    if not arch.adv_unary:
+        return G
+    H = arch.adv_dim
+    one = np.ones((G.shape[0], 1), G.dtype)
+    return np.concatenate([G[:, :H], one, G[:, H:]], axis=1)                # [g(z), 1, s(z)]
 
 
 def adversary(adv, x, z, arch):
