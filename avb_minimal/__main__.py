@@ -1,4 +1,4 @@
-"""Command line: python -m avb_minimal {reproduce,bench,train} ...  (also `avb-minimal`)."""
+"""Command line: python -m avb_minimal {reproduce,bench,train,assignments} ...  (also `avb-minimal`)."""
 import argparse
 import json
 import os
@@ -10,6 +10,12 @@ import sys
 if "numpy" not in sys.modules and len(sys.argv) > 1 and sys.argv[1] in ("reproduce", "train"):
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+# `bench step --threads N`: the BLAS thread count is fixed when numpy loads, so it is set here.
+if "numpy" not in sys.modules and sys.argv[1:3] == ["bench", "step"]:
+    for i, a in enumerate(sys.argv):
+        if a.startswith("--threads"):
+            n = a.partition("=")[2] or (sys.argv[i + 1] if i + 1 < len(sys.argv) else "")
+            os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = n
 
 import numpy as np  # noqa: E402
 
@@ -26,13 +32,23 @@ def _positive_int(name):
     return parse
 
 
+def _kinds_list(s, valid):
+    kinds = [k.strip() for k in s.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in valid]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(f"--models takes a comma list of {', '.join(valid)}; got {s!r}")
+    return kinds
+
+
 def _models(s):
     from .models import KINDS
-    kinds = [k.strip() for k in s.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in KINDS]
-    if bad or not kinds:
-        raise argparse.ArgumentTypeError(f"--models takes a comma list of {', '.join(KINDS)}; got {s!r}")
-    return kinds
+    return _kinds_list(s, KINDS)
+
+
+def _table1_models(s):
+    """table1 also trains the Biadversarial VAE ('bavae', seed 002)."""
+    from .experiments import TABLE1_KINDS
+    return _kinds_list(s, TABLE1_KINDS)
 
 
 def build_parser():
@@ -52,8 +68,9 @@ def build_parser():
     t1.add_argument("--quick", action="store_true", help="small nets, few iterations (< 1 minute)")
     t1.set_defaults(func=_table1)
     t1.add_argument("--seeds", type=_positive_int("--seeds"), default=1, help="number of seeds (0..N-1)")
-    t1.add_argument("--models", type=_models, default=["vae", "avb", "avb_ac"],
-                    help="comma list of vae,avb,avb_ac (default: all three)")
+    t1.add_argument("--models", type=_table1_models, default=["vae", "avb", "avb_ac"],
+                    help="comma list of vae,avb,avb_ac,bavae (bavae: the Biadversarial VAE of "
+                         "seed 002; default: vae,avb,avb_ac)")
     t1.add_argument("--json", metavar="PATH", help="write the results as JSON here")
     t1.add_argument("--out", metavar="DIR", default="runs/table1",
                     help="checkpoints (runs resume from them) and figures go here (default: runs/table1)")
@@ -72,6 +89,37 @@ def build_parser():
     es.add_argument("--out", metavar="DIR", default="runs/eight_schools", help="figures go here")
     es.add_argument("--quiet", action="store_true", help="no progress output")
 
+    mn = rsub.add_parser("mnist", help="Table 2: VAE, AVB, AVB+AC on binarized MNIST, AIS log-likelihood",
+                         description="Train (or resume from OUT's checkpoints) VAE, AVB and AVB + adaptive "
+                                     "contrast (noise-basis encoder, supplement III) with one decoder "
+                                     "architecture on DATA/train.npz, then evaluate each on the first "
+                                     "--ais-examples rows of DATA/<split>.npz: AIS log-likelihood, ELBO "
+                                     "(exact for the VAE; for AVB only the adversary's estimate "
+                                     "'elbo_from_T', which is not a bound) and reconstruction.")
+    mn.add_argument("--data", metavar="DIR", default=None,
+                    help="folder with train.npz and <split>.npz (key 'x', uint8 0/1, N x 784) or the "
+                         "binarized_mnist_*.amat files (default: $AVB_DATA); nothing is downloaded")
+    mn.set_defaults(func=_mnist)
+    mn.add_argument("--split", default="valid", help="the evaluation file's name in DIR (default: valid)")
+    mn.add_argument("--latent", type=_positive_int("--latent"), default=8, help="latent dimension (default 8)")
+    mn.add_argument("--quick", action="store_true",
+                    help="small nets, 300 iterations, AIS 50 steps on 64 examples (about a minute)")
+    mn.add_argument("--json", metavar="PATH", help="write the results as JSON here")
+    mn.add_argument("--out", metavar="DIR", default="runs/mnist",
+                    help="checkpoints (runs resume from them) and the figure (default: runs/mnist)")
+    mn.add_argument("--models", type=_models, default=["vae", "avb", "avb_ac"],
+                    help="comma list of vae,avb,avb_ac (default: all three)")
+    mn.add_argument("--ais-examples", type=_positive_int("--ais-examples"), default=None,
+                    help="evaluate the first N rows of the split (default 2048; quick 64)")
+    mn.add_argument("--ais-steps", type=_positive_int("--ais-steps"), default=None,
+                    help="AIS intermediate distributions (default 1000; quick 50)")
+    mn.add_argument("--ais-chains", type=_positive_int("--ais-chains"), default=None,
+                    help="AIS chains per example (default 5)")
+    mn.add_argument("--leapfrog", type=_positive_int("--leapfrog"), default=None,
+                    help="leapfrog steps per HMC transition (default 10)")
+    mn.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    mn.add_argument("--quiet", action="store_true", help="no progress output")
+
     bench = sub.add_parser("bench", help="benchmarks")
     bsub = bench.add_subparsers(dest="what", required=True)
     bs = bsub.add_parser("step", help="time one AVB training step (Algorithm 1)",
@@ -84,6 +132,26 @@ def build_parser():
     bs.add_argument("--width", type=_positive_int("--width"), default=512)
     bs.add_argument("--steps", type=_positive_int("--steps"), default=30, help="timed steps (median)")
     bs.add_argument("--json", metavar="PATH", help="write the figures as JSON here")
+    bs.add_argument("--step", choices=["auto", "readable", "fast"], default="auto",
+                    help="which step to time: the hand-written fast path (auto: where supported) "
+                         "or the readable autograd path")
+    bs.add_argument("--negatives", choices=["pairs", "all_pairs"], default="pairs")
+    bs.add_argument("--threads", type=_positive_int("--threads"), default=None,
+                    help="BLAS threads for the step and the sgemm alike (sets OPENBLAS_NUM_THREADS "
+                         "before numpy loads; default: the environment's)")
+    bs.add_argument("--sweep", action="store_true",
+                    help="batch 64, 512, 4096 x width 128, 512, 1024 (few timed steps for big cells)")
+    bs.add_argument("--plot", metavar="PNG", help="with --sweep: bar chart of fraction_of_peak per cell")
+    bs.add_argument("--also", metavar="JSON", nargs="+", default=[],
+                    help="with --plot: earlier --sweep --json results to draw beside this one")
+    bs.add_argument("--plot-cpu", action="store_true",
+                    help="with --plot: draw the CPU-time fraction (the robust one on a loaded machine)")
+    bs.add_argument("--profile", action="store_true",
+                    help="where the time goes: matrix products alone, ELU, Adam, the rest; and cProfile")
+    bs.add_argument("--time-to-result", metavar="KIND", choices=["avb", "avb_ac"],
+                    help="instead: train KIND on the 4-point data (Table 1 settings) until the exact "
+                         "log-likelihood reaches -1.40; training wall time per seed, evaluation excluded")
+    bs.add_argument("--seeds", type=_positive_int("--seeds"), default=3, help="with --time-to-result")
 
     bo = bsub.add_parser("ops", help="time the two hot ops against their naive forms",
                          description="For each op (row-wise and all-pairs inner-product logits, the fused "
@@ -106,6 +174,36 @@ def build_parser():
                     help="record the exact log-likelihood every N iterations")
     tr.add_argument("--json", metavar="PATH", help="write the final evaluation (and curve) as JSON")
     tr.add_argument("--quiet", action="store_true")
+
+    asg = sub.add_parser("assignments", help="course assignments: student tree, handouts, grader",
+                         description="Build a student copy of the project with chosen solution regions "
+                                     "(### BEGIN SOLUTION / ### END SOLUTION in the library) blanked, "
+                                     "and grade a student tree task by task (pytest -m taskX_Y).")
+    asub = asg.add_subparsers(dest="action", required=True)
+    al = asub.add_parser("list", help="the tasks and where their solution regions are")
+    al.add_argument("--source", metavar="DIR", help="source checkout (default: the one imported)")
+    al.set_defaults(func=_assignments_list)
+    ab = asub.add_parser("build", help="write a student tree with the chosen tasks blanked",
+                         description="Copy the library, kernels, chapters and tests into OUT with the "
+                                     "chosen tasks' solution regions replaced by raise NotImplementedError, "
+                                     "plus a Markdown handout per task (OUT/handouts) and OUT/STUDENT.md.  "
+                                     "OUT must not exist or be empty; nothing is left behind on an error.")
+    ab.add_argument("out", metavar="OUT", help="output folder (generated: never commit it)")
+    ab.add_argument("--tasks", metavar="LIST", help="comma list of task ids, e.g. 3.1,3.2 (default: all)")
+    ab.add_argument("--source", metavar="DIR", help="source checkout (default: the one imported)")
+    ab.set_defaults(func=_assignments_build)
+    ag = asub.add_parser("grade", help="run each task's tests in a student tree and score them",
+                         description="Run the tests marked with each task (one pytest session, with DIR's "
+                                     "own avb_minimal) and print a score table: task, tests passed, status "
+                                     "(passed / not implemented / blocked by X.Y / failed), points.")
+    ag.add_argument("dir", metavar="DIR", help="the student (or solution) tree")
+    ag.add_argument("--tasks", metavar="LIST", help="comma list of task ids (default: all)")
+    ag.add_argument("--json", metavar="PATH", help="write the gradebook entry as JSON (atomically)")
+    ag.add_argument("--timeout", type=_positive_int("--timeout"), default=1800,
+                    help="seconds before the test run is stopped (default 1800)")
+    ag.add_argument("--require-all", action="store_true",
+                    help="exit with status 3 unless every task passed (for CI on the solution tree)")
+    ag.set_defaults(func=_assignments_grade)
     return p
 
 
@@ -141,12 +239,54 @@ def _eight_schools(args):
     print(format_eight_schools(res))
 
 
+def _mnist(args):
+    from .mnist import format_mnist, reproduce_mnist
+    res = reproduce_mnist(args.data, args.split, args.latent, args.quick, args.out, args.models,
+                          args.ais_examples, args.ais_steps, args.ais_chains, args.leapfrog,
+                          seed=args.seed, quiet=args.quiet, json_path=args.json)
+    print(format_mnist(res))
+    print(f"figure (samples and reconstructions): {res['figure']}")
+    if args.json:
+        print(f"results: {args.json}")
+
+
 def _bench_step(args):
-    from .experiments import bench_step, write_json
-    r = bench_step(batch=args.batch, width=args.width, steps=args.steps)
-    print(f"AVB step, batch {r['batch']}, width {r['width']}: {r['ms_per_step']:.1f} ms/step, "
-          f"{r['gflop_per_step']:.2f} GFLOP/step (fixed rule) -> {r['achieved_gflops']:.1f} GFLOP/s; "
-          f"sgemm 1024^3: {r['sgemm_gflops']:.1f} GFLOP/s; fraction_of_peak {r['fraction_of_peak']:.3f}")
+    from . import bench_step as BS
+    from .experiments import write_json
+    if args.threads and os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
+        raise ValueError("--threads only works from the command line (before numpy loads); "
+                         "set OPENBLAS_NUM_THREADS instead")
+    if args.time_to_result:
+        runs = []
+        for seed in range(args.seeds):
+            runs.append(BS.time_to_result(args.time_to_result, seed, step=args.step))
+            print(f"{args.time_to_result} seed {seed} ({runs[-1]['step']} step): "
+                  + (f"log-likelihood >= -1.40 after {runs[-1]['seconds']:.1f} s of training "
+                     f"(iteration {runs[-1]['iteration']})" if runs[-1]["reached"] else
+                     f"never reached -1.40 (best {runs[-1]['best_log_likelihood']:.4f})"), flush=True)
+        secs = [x["seconds"] if x["reached"] else float("inf") for x in runs]
+        print(f"median over {len(runs)} seeds: {float(np.median(secs)):.1f} s")
+        r = {"runs": runs, "median_seconds": float(np.median(secs))}
+    elif args.profile:
+        r = BS.profile_step(args.batch, args.width, steps=min(args.steps, 15), step=args.step)
+        print(BS.format_profile(r))
+        print(r["cprofile"])
+    elif args.sweep:
+        r = BS.bench_sweep(step=args.step, negatives=args.negatives,
+                           progress=lambda c: print(BS.format_cell(c), flush=True))
+        if args.plot:
+            sweeps = {}
+            for path in args.also:
+                with open(path) as fh:
+                    old = json.load(fh)
+                sweeps[f"{old['step']}, {old['threads']} thread(s)"] = old
+            sweeps[f"{r['step']}, {r['threads']} thread(s)"] = r
+            key = "fraction_of_peak_cpu" if args.plot_cpu else "fraction_of_peak"
+            print("figure:", BS.sweep_figure(sweeps, args.plot, key))
+    else:
+        r = BS.bench_step(batch=args.batch, width=args.width, steps=args.steps,
+                          negatives=args.negatives, step=args.step)
+        print(BS.format_cell(r))
     if args.json:
         write_json(args.json, r)
 
@@ -183,6 +323,32 @@ def _train(args):
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in res.items()}))
     if args.json:
         write_json(args.json, dict(res, history=info["history"]))
+
+
+def _assignments_list(args):
+    from . import assignments as A
+    print(A.format_list(A.list_regions(args.source or A.default_source())))
+
+
+def _assignments_build(args):
+    from . import assignments as A
+    r = A.build(args.out, tasks=args.tasks, source=args.source)
+    print(f"student tree for task(s) {', '.join(r['tasks'])}: {r['out']}")
+    print(f"blanked: {', '.join(r['files'])}; handouts: {os.path.join(r['out'], 'handouts')}; "
+          f"start with {os.path.join(r['out'], 'STUDENT.md')}")
+
+
+def _assignments_grade(args):
+    from . import assignments as A
+    g = A.grade(args.dir, tasks=args.tasks, timeout=args.timeout)
+    print(A.format_grade(g))
+    if args.json:
+        A.write_json_atomic(args.json, g)
+        print(f"gradebook: {args.json}")
+    if args.require_all:
+        bad = [r["task"] for r in g["tasks"] if r["status"] != "passed"]
+        if bad:
+            raise RuntimeError(f"--require-all: task(s) {', '.join(bad)} did not pass")
 
 
 def main(argv=None):

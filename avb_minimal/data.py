@@ -79,3 +79,116 @@ def load_npz(path, key="x", dim=784):
         return check_binary_data(x, "x", dim)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+
+
+# ------------------------------------------------------------------ other formats users hold
+_WHITESPACE = np.zeros(256, bool)
+_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
+
+
+def load_amat(path, dim=784):
+    """The fixed binarization as distributed by Larochelle (binarized_mnist_{train,valid,test}.amat):
+    text, one image per line, `dim` whitespace-separated 0/1 values.  -> float32 (N, dim)."""
+    import os
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file; expected a text .amat file with {dim} 0/1 values per line")
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    buf = np.frombuffer(raw, np.uint8)
+    tok = ~_WHITESPACE[buf]                                        # non-whitespace bytes
+    if buf.size == 0 or not tok.any():
+        raise ValueError(f"{path}: the file is empty; expected {dim} 0/1 values per line")
+    digits = buf[tok]
+    if np.any(tok[1:] & tok[:-1]) or np.any((digits != 48) & (digits != 49)):
+        # not the one-character '0'/'1' layout: parse numbers the slow way to say what is there
+        try:
+            x = np.loadtxt(path, dtype=np.float64, ndmin=2)
+        except ValueError as e:
+            raise ValueError(f"{path}: not a text matrix of numbers (truncated or corrupt?): {e}") from None
+    else:
+        starts = np.concatenate([[0], np.flatnonzero(buf[:-1] == 10) + 1])     # first byte of each line
+        counts = np.add.reduceat(tok.view(np.uint8), starts, dtype=np.int64)     # values per line
+        rows = np.flatnonzero(counts)
+        bad = rows[counts[rows] != dim]
+        if bad.size:
+            raise ValueError(f"{path}: line {bad[0] + 1} holds {counts[bad[0]]} values, expected {dim} "
+                             f"per line ({bad.size} such line(s); truncated file?)")
+        x = (digits - 48).reshape(rows.size, dim)
+    try:
+        return check_binary_data(x, "x", dim)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+IDX_IMAGES_MAGIC = 2051      # 0x00000803: unsigned bytes, 3 dimensions (N, rows, cols)
+
+
+def load_idx(path, rng=None, dim=784, binarize=True):
+    """MNIST images in the IDX format (train-images-idx3-ubyte, optionally .gz).
+
+    binarize=True: dynamic binarization, x_d ~ Bernoulli(pixel_d / 255), drawn with the
+    Generator `rng` (one draw per call: call again with the rng to get a fresh draw);
+    binarize=False: the intensities pixel / 255 in [0, 1].  -> float32 (N, dim)."""
+    import gzip
+    import os
+    import zlib
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file; expected MNIST images in the IDX format "
+                         "(e.g. train-images-idx3-ubyte or train-images-idx3-ubyte.gz)")
+    if binarize and rng is None:
+        raise ValueError(f"{path}: dynamic binarization needs a random Generator: pass rng=")
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"{path}: a gzip file that cannot be decompressed (truncated or corrupt?): {e}") \
+                from None
+    if len(raw) < 16:
+        raise ValueError(f"{path}: {len(raw)} bytes, too short for an IDX image header (16 bytes)")
+    magic, n, r, c = (int.from_bytes(raw[i:i + 4], "big") for i in (0, 4, 8, 12))
+    if magic != IDX_IMAGES_MAGIC:
+        raise ValueError(f"{path}: magic number {magic}, not {IDX_IMAGES_MAGIC} (IDX unsigned-byte images); "
+                         "a label file (2049) or not an IDX file?")
+    if r * c != dim:
+        raise ValueError(f"{path}: images of {r} x {c} = {r * c} pixels, expected {dim}")
+    if len(raw) - 16 != n * dim:
+        raise ValueError(f"{path}: the header announces {n} images ({n * dim} bytes) but "
+                         f"{len(raw) - 16} bytes follow (truncated or corrupt?)")
+    if n == 0:
+        raise ValueError(f"{path}: holds no images")
+    p = np.frombuffer(raw, np.uint8, offset=16).reshape(n, dim).astype(np.float32) / 255.0
+    if not binarize:
+        return p
+    return (rng.random(p.shape, dtype=np.float32) < p).astype(np.float32)
+
+
+def load_binary(path, rng=None, dim=784):
+    """Load a binary dataset by its file type: .npz (key 'x'), .amat (text) or MNIST IDX
+    (dynamically binarized with `rng`).  -> float32 (N, dim) of 0/1."""
+    import os
+    name = os.path.basename(path).lower()
+    if name.endswith(".npz"):
+        return load_npz(path, "x", dim)
+    if name.endswith(".amat") or name.endswith(".txt"):
+        return load_amat(path, dim)
+    if "idx" in name or "ubyte" in name:
+        return load_idx(path, rng, dim)
+    raise ValueError(f"{path}: unknown dataset format; give an .npz (key 'x'), a text .amat or an "
+                     "MNIST IDX file (*idx3-ubyte, optionally .gz)")
+
+
+def dataset_file(folder, split):
+    """The file of `split` in `folder`: FOLDER/<split>.npz, else the .amat name of the fixed
+    binarization (binarized_mnist_<split>.amat), else FOLDER/<split> itself.  A missing file
+    gives a message saying what to put where."""
+    import os
+    tries = [os.path.join(folder, f"{split}.npz"), os.path.join(folder, f"binarized_mnist_{split}.amat"),
+             os.path.join(folder, split)]
+    for t in tries:
+        if os.path.isfile(t):
+            return t
+    raise ValueError(f"no {split!r} data in {folder!r}: put the images there as {split}.npz (key 'x', "
+                     f"uint8 0/1, shape (N, 784)) or binarized_mnist_{split}.amat (text, 784 0/1 values per "
+                     "line); nothing is downloaded")

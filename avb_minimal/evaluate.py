@@ -4,7 +4,9 @@
 - reconstruction error (mean cross-entropy between x and its reconstruction);
 - ELBO: exact for the VAE (closed-form KL, integrated expectation); for AVB the
   adversary's estimate (trusts T) *and* an independent one (k-NN entropy of q(z|x));
-- KL(q(z), p(z)) of the aggregated posterior and general KL / entropy by k-NN.
+- KL(q(z), p(z)) of the aggregated posterior and general KL / entropy by k-NN;
+- annealed importance sampling, `ais_log_likelihood` (from ais.py), for latents
+  too large to integrate on a grid (binarized MNIST, Table 2).
 """
 import numpy as np
 from scipy.spatial import cKDTree
@@ -82,8 +84,8 @@ def sample_posterior(params, kind, x, arch, rng, n):
     if kind == "vae":
         mean, log_var = M.gaussian_encoder(params["enc"], xr, arch)
         z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape).astype(np.float32)
-    elif kind == "avb":
-        z = M.implicit_encoder(params["enc"], xr, M.sample_noise(rng, kind, arch, N * n), arch)
+    elif kind in ("avb", "bavae"):                 # the Biadversarial VAE's encoder is AVB's
+        z = M.implicit_encoder(params["enc"], xr, M.sample_noise(rng, "avb", arch, N * n), arch)
     else:
         z, _, _ = M.noise_basis_encoder(params["enc"], xr, M.sample_noise(rng, kind, arch, N * n), arch)
     return np.asarray(z).reshape(N, n, -1)
@@ -192,11 +194,13 @@ def knn_kl(p_samples, q_samples, k=5):
     m = y.shape[0]
     if n <= k or m < k:
         raise ValueError(f"need more than k={k} samples of each, got {n} and {m}")
+    ### BEGIN SOLUTION task 5.1: the k-NN KL estimator
     rho = _kth_distance(cKDTree(x), x, k, skip_self=True)
     nu = _kth_distance(cKDTree(y), x, k, skip_self=False)
     if np.any(rho <= 0):
         raise ValueError("p_samples contain duplicate points; the k-NN estimate is undefined")
     return float(d * np.mean(np.log(nu / rho)) + np.log(m / (n - 1)))
+    ### END SOLUTION
 
 
 def kl_aggregate(params, kind, data, arch, rng, n=10000, k=5):
@@ -220,3 +224,7 @@ def evaluate_model(params, kind, data, arch, rng, grid_n=512, n_samples=10000):
         res["elbo"] = float(np.mean(avb_elbo_independent(params, kind, data, arch, rng, n_samples)))
         res["elbo_adversary"] = float(np.mean(avb_elbo_adversary(params, kind, data, arch, rng)))
     return res
+
+
+# ------------------------------------------------------------------ AIS (binarized MNIST, Table 2)
+from .ais import ac_gaussian, ais, ais_log_likelihood  # noqa: E402,F401  (lives in ais.py)

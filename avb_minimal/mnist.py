@@ -7,9 +7,16 @@ noise-basis encoder of supplement III (AVB + AC).  The adversary is the inner
 product of two MLPs plus the terms acting on x and z alone of sec. 5.2
 (`Arch.adv_unary`).  The paper uses conv nets; MLPs keep a run on a 2-core CPU.
 
+Evaluation (`evaluate_mnist`, `reproduce_mnist`): the AIS log-likelihood of
+`ais.ais_log_likelihood` (the prior as initial distribution for VAE and AVB, the
+adaptive-contrast Gaussian for AVB + AC), the ELBO (exact for the VAE; for AVB only
+the adversary's estimate, which is not a bound) and the reconstruction.
+
 Nothing here knows of a test split: every function takes the arrays it is given.
 """
 import os
+
+import numpy as np
 
 from . import models as M
 from .train import TrainConfig, train
@@ -52,3 +59,197 @@ def train_mnist(kind, train_x, out_dir, latent=8, quick=False, seed=0, quiet=Tru
 
 def checkpoint_path(out_dir, kind, latent=8, quick=False):
     return os.path.join(out_dir, f"{kind}_z{latent}{'_quick' if quick else ''}.npz")
+
+
+# ------------------------------------------------------------------ evaluation
+def eval_settings(quick=False):
+    """AIS and ELBO settings: the authors' AIS protocol (1000 intermediate distributions,
+    5 chains, 10 leapfrog steps) on the first 2048 examples; quick: a smoke test."""
+    if quick:
+        return {"ais_examples": 64, "ais_steps": 50, "ais_chains": 5, "leapfrog": 10, "elbo_samples": 4}
+    return {"ais_examples": 2048, "ais_steps": 1000, "ais_chains": 5, "leapfrog": 10, "elbo_samples": 10}
+
+
+def elbo_and_reconstruction(params, kind, x, arch, rng, n_samples=10, chunk=256):
+    """Per-example ELBO, reconstruction and pixel error with n_samples draws z ~ q(z|x).
+
+    - VAE: the ELBO E_q[log p(x|z)] - KL(q(z|x), p(z)), KL in closed form (eq. 2.1): an
+      unbiased estimate of a lower bound of log p(x).
+    - AVB / AVB + AC: the only ELBO at hand puts the adversary's T in place of
+      log q(z|x) - log p(z) (eq. 3.5; with AC eq. 4.1 with T for the KL of the normalised
+      codes).  It trusts T = T* and is NOT a bound; it is returned as 'elbo_from_T'.
+    - reconstruction: -E_q log p(x|z), nats per image; pixel_error: the fraction of pixels
+      where the decoder's most likely value (logit > 0) differs from x, for z ~ q(z|x).
+    Returns a dict of (N,) arrays."""
+    from .distributions import LOG_2PI, kl_diag_normal_std, log_std_normal
+    from .ops import bernoulli_loglik
+    M.check_kind(kind)
+    x = np.asarray(x, np.float32)
+    out = {k: [] for k in ("elbo" if kind == "vae" else "elbo_from_T", "reconstruction", "pixel_error")}
+    K = int(n_samples)
+    for s in range(0, x.shape[0], chunk):
+        xb = x[s:s + chunk]
+        B = xb.shape[0]
+        xr = np.repeat(xb, K, axis=0)                                             # (B K, D)
+        noise = M.sample_noise(rng, kind, arch, B * K)
+        if kind == "vae":
+            mean, log_var = M.gaussian_encoder(params["enc"], xb, arch)             # (B, dz)
+            z = np.repeat(mean, K, 0) + np.exp(0.5 * np.repeat(log_var, K, 0)) * noise
+        elif kind == "avb":
+            z = M.implicit_encoder(params["enc"], xr, noise, arch)
+        else:
+            z, zm, zv = M.noise_basis_encoder(params["enc"], xr, noise, arch)
+        logits = M.decoder_logits(params["dec"], z, arch)                          # (B K, D)
+        ll = np.asarray(bernoulli_loglik(xr, logits), np.float64).reshape(B, K)
+        if kind == "vae":
+            elbo = ll.mean(1) - np.asarray(kl_diag_normal_std(mean, log_var), np.float64)
+        elif kind == "avb":
+            T = np.asarray(M.adversary(params["adv"], xr, z, arch), np.float64).reshape(B, K)
+            elbo = (ll - T).mean(1)                                                # eq. (3.5) with T
+        else:
+            zb = M.normalise(z, zm, zv)
+            T = M.adversary(params["adv"], xr, zb, arch)
+            log_r = -0.5 * np.sum(zb ** 2, 1) - 0.5 * np.sum(np.log(zv + M.AC_VAR_FLOOR), 1) \
+                - 0.5 * arch.z_dim * LOG_2PI                                       # log r_alpha(z|x)
+            elbo = np.asarray(ll.ravel() - T - log_r + log_std_normal(z), np.float64).reshape(B, K).mean(1)
+        out["elbo" if kind == "vae" else "elbo_from_T"].append(elbo)
+        out["reconstruction"].append(-ll.mean(1))
+        err = ((np.asarray(logits) > 0) != (xr > 0.5)).mean(1).reshape(B, K).mean(1)
+        out["pixel_error"].append(err)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def evaluate_mnist(params, kind, x, arch, rng, ais_steps=1000, ais_chains=5, leapfrog=10,
+                   elbo_samples=10, quiet=True):
+    """AIS log-likelihood, ELBO (exact for the VAE, T-based for AVB: see
+    `elbo_and_reconstruction`) and reconstruction on the rows of x.  -> dict of floats."""
+    import time
+    from .ais import ais_log_likelihood
+    t0 = time.perf_counter()
+    er = elbo_and_reconstruction(params, kind, x, arch, rng, elbo_samples)
+    t_elbo = time.perf_counter() - t0
+    a = ais_log_likelihood(params, kind, x, arch, rng, n_steps=ais_steps, n_chains=ais_chains,
+                           n_leapfrog=leapfrog, quiet=quiet, desc=f"AIS {kind}")
+    ll = a["log_likelihood"]
+    n = x.shape[0]
+    res = {"ais_log_likelihood": float(ll.mean()),
+           "ais_log_likelihood_sem": float(ll.std(ddof=1) / np.sqrt(n)) if n > 1 else None,
+           "ais_ess_mean": float(a["ess"].mean()), "ais_ess_min": float(a["ess"].min()),
+           "ais_acceptance": float(a["acceptance"].mean()),
+           "ais_init": a["settings"]["init"]}
+    if kind == "vae":
+        res.update(elbo=float(er["elbo"].mean()), elbo_is_bound=True,
+                   elbo_note="exact KL, Monte Carlo E_q log p(x|z): a lower bound of log p(x)")
+    else:
+        res.update(elbo=None, elbo_from_T=float(er["elbo_from_T"].mean()), elbo_is_bound=False,
+                   elbo_note="no tractable bound for an implicit q(z|x); elbo_from_T puts the "
+                             "adversary's T in place of log q - log p and is NOT a bound")
+    res.update(reconstruction=float(er["reconstruction"].mean()),
+               pixel_error=float(er["pixel_error"].mean()),
+               _seconds={"ais": a["seconds"], "elbo_and_reconstruction": t_elbo})
+    return res
+
+
+# ------------------------------------------------------------------ the experiment
+def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="runs/mnist",
+                    kinds=M.KINDS, ais_examples=None, ais_steps=None, ais_chains=None, leapfrog=None,
+                    seed=0, quiet=False, json_path=None, figure=True):
+    """Table 2 on binarized MNIST: train (or resume) VAE, AVB and AVB + AC on DATA/train.npz
+    and evaluate each on the first `ais_examples` rows of DATA/<split>.npz (.amat also
+    accepted; see data.dataset_file).  Returns the JSON-able results; writes them to
+    json_path (if given) and the figure of samples and reconstructions into out_dir."""
+    import time
+    from .data import data_dir, dataset_file, load_binary
+    from .experiments import write_json
+    folder = data_dir(data)
+    train_file, eval_file = dataset_file(folder, "train"), dataset_file(folder, split)
+    ev = eval_settings(quick)
+    for k, v in (("ais_examples", ais_examples), ("ais_steps", ais_steps), ("ais_chains", ais_chains),
+                 ("leapfrog", leapfrog)):
+        if v is not None:
+            if int(v) < 1:
+                raise ValueError(f"{k} must be a positive integer, got {v}")
+            ev[k] = int(v)
+    # load both files before any training, so a bad file stops the run at once
+    x_eval = load_binary(eval_file)[:ev["ais_examples"]]
+    x_train = load_binary(train_file)
+    arch, cfgs = mnist_arch(latent, quick), mnist_configs(quick)
+    res = {"settings": {"data": os.path.abspath(folder), "train_file": train_file, "eval_file": eval_file,
+                        "split": split, "latent": latent, "quick": quick, "seed": seed,
+                        "n_train": int(x_train.shape[0]), "n_eval": int(x_eval.shape[0]),
+                        "arch": arch.to_dict(), "iterations": {k: cfgs[k].iters for k in kinds}, **ev},
+           "paper_table2_8d": PAPER_TABLE2_8D}
+    done = _previous_results(json_path, res["settings"])
+    models = {}
+    for kind in kinds:
+        params, info = train_mnist(kind, x_train, out_dir, latent, quick, seed, quiet)
+        models[kind] = params
+        if kind in done:                   # evaluated before with these settings: reuse
+            res[kind] = done[kind]
+            if not quiet:
+                print(f"{kind}: evaluation found in {json_path}; reused", flush=True)
+            continue
+        if not quiet:
+            print(f"{kind}: trained ({cfgs[kind].iters} iterations, {info['wall_seconds']:.0f} s); evaluating",
+                  flush=True)
+        r = evaluate_mnist(params, kind, x_eval, arch, np.random.default_rng(10_000 + seed),
+                           ev["ais_steps"], ev["ais_chains"], ev["leapfrog"], ev["elbo_samples"], quiet)
+        secs = r.pop("_seconds")
+        r["wall_seconds"] = {"train": info["wall_seconds"], **secs}
+        r["checkpoint"] = checkpoint_path(out_dir, kind, latent, quick)
+        r["trained_iterations"] = cfgs[kind].iters
+        res[kind] = r
+        if json_path:                      # partial results survive an interrupted evaluation
+            write_json(json_path, res)
+    if figure:
+        from .plots import mnist_figure
+        res["figure"] = mnist_figure(models, x_eval, arch, os.path.join(out_dir, f"mnist_z{latent}"
+                                     f"{'_quick' if quick else ''}.png"), seed=seed,
+                                     stats={k: f"AIS log p(x) = {res[k]['ais_log_likelihood']:.1f}"
+                                            for k in kinds})
+    if json_path:
+        write_json(json_path, res)
+    return res
+
+
+def _previous_results(json_path, settings):
+    """Per-model results already in json_path from a run with the same settings (the
+    model list aside), so that an interrupted or split evaluation resumes."""
+    import json
+    if not json_path or not os.path.exists(json_path):
+        return {}
+    try:
+        with open(json_path) as fh:
+            old = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    same = {k: v for k, v in settings.items() if k != "iterations"}
+    prev = {k: v for k, v in old.get("settings", {}).items() if k != "iterations"}
+    if json.loads(json.dumps(same)) != prev:
+        return {}
+    return {k: old[k] for k in M.KINDS
+            if isinstance(old.get(k), dict) and old[k].get("trained_iterations") == settings["iterations"].get(k)}
+
+
+PAPER_TABLE2_8D = {"vae": -90.9, "avb": -91.2, "avb_ac": -89.6}   # conv nets, AIS (paper, Table 2)
+
+
+def format_mnist(res):
+    """The Table 2 rows as text."""
+    s = res["settings"]
+    lines = [f"binarized MNIST, {s['latent']}-d latent, {s['n_eval']} examples of {s['eval_file']}; "
+             f"AIS {s['ais_steps']} steps x {s['ais_chains']} chains x {s['leapfrog']} leapfrog",
+             f"{'model':8s} {'AIS log p(x)':>14s} {'ELBO':>9s} {'ELBO from T*':>13s} {'recon':>8s} "
+             f"{'px err':>7s} {'ESS':>5s} {'train s':>8s} {'AIS s':>7s}  paper (conv)"]
+    for k in M.KINDS:
+        if k not in res:
+            continue
+        r = res[k]
+        elbo = f"{r['elbo']:9.2f}" if r["elbo"] is not None else f"{'-':>9s}"
+        elbo_t = f"{r['elbo_from_T']:13.2f}" if r.get("elbo_from_T") is not None else f"{'-':>13s}"
+        lines.append(f"{k:8s} {r['ais_log_likelihood']:9.2f} +-{r['ais_log_likelihood_sem'] or 0:4.2f} {elbo} "
+                     f"{elbo_t} {r['reconstruction']:8.2f} {r['pixel_error']:7.4f} {r['ais_ess_mean']:5.2f} "
+                     f"{r['wall_seconds']['train']:8.0f} {r['wall_seconds']['ais']:7.0f}  "
+                     f"{PAPER_TABLE2_8D[k] if s['latent'] == 8 else ''}")
+    lines.append("* ELBO from T: the adversary's estimate, not a bound (AVB has no tractable ELBO).")
+    return "\n".join(lines)

@@ -171,7 +171,9 @@ AC_VAR_FLOOR = 1e-4  # z_bar = (z - mean) / sqrt(var + 1e-4), as in the authors'
 
 def normalise(z, mean, var):
     """z_bar = (z - mu(x)) / sigma(x), Algorithm 2 line 9 (mu, sigma held constant)."""
+    ### BEGIN SOLUTION task 4.1: eq. (4.2), adaptive contrast
     return (z - mean) / onp.sqrt(var + AC_VAR_FLOOR)
+    ### END SOLUTION
 
 
 # ------------------------------------------------------------------ decoder

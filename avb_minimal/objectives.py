@@ -5,6 +5,8 @@ the paper's maximisation objective) unless its name says `elbo`.  Per-example
 terms are sums over pixels / latent dimensions; batch terms are means, so T
 (one number per (x, z) pair) and log p(x|z) (a sum over pixels) share a scale.
 """
+from collections import namedtuple
+
 import autograd.numpy as np
 from autograd.tracer import getval
 
@@ -18,10 +20,12 @@ from .ops import inner_product_all_pairs, inner_product_rows, softplus
 def vae_elbo(params, x, eps, arch):
     """eq. (2.1): ELBO(x) = -KL(q(z|x), p(z)) + E_q log p(x|z), one reparameterised
     sample z = mean + exp(log_var / 2) * eps per row.  -> (B,)."""
+    ### BEGIN SOLUTION task 2.1: eq. (2.1), the VAE's ELBO
     mean, log_var = M.gaussian_encoder(params["enc"], x, arch)          # (B, dz) x2
     z = mean + np.exp(0.5 * log_var) * eps                               # (B, dz)
     loglik = bernoulli_loglik(x, M.decoder_logits(params["dec"], z, arch))   # (B,)
     return loglik - kl_diag_normal_std(mean, log_var)
+    ### END SOLUTION
 
 
 def vae_loss(params, x, eps, arch):
@@ -38,20 +42,26 @@ def adversary_loss(T_pos, T_neg):
     T_neg: logits of pairs (x, z ~ p(z)), shape (B,) or all pairs (B, M).
     The optimum is T* = log q(z|x) - log p(z) (Proposition 1, eq. 3.4).
     """
+    ### BEGIN SOLUTION task 3.1: eq. (3.3), the adversary's loss
     return np.mean(softplus(-T_pos)) + np.mean(softplus(T_neg))
+    ### END SOLUTION
 
 
 def generator_objective(T_q, loglik):
     """eq. (3.7): E[-T(x, z_phi(x, eps)) + log p_theta(x | z_phi(x, eps))] (to maximise).
     With T = T* this is the ELBO of eq. (3.5)."""
+    ### BEGIN SOLUTION task 3.2: eq. (3.7), the generator objective
     return np.mean(-T_q + loglik)
+    ### END SOLUTION
 
 
 def ac_generator_objective(T_bar, z_bar, loglik, log_prior):
     """eq. (4.2) as in Algorithm 2, line 12 (to maximise):
     E[-T(x, z_bar) + ||z_bar||^2 / 2 + log p_theta(x, z)], where -log r_alpha(z|x)
     = ||z_bar||^2/2 + const because mu(x), sigma(x) carry no gradient."""
+    ### BEGIN SOLUTION task 4.1: eq. (4.2), adaptive contrast
     return np.mean(-T_bar + 0.5 * np.sum(z_bar * z_bar, axis=-1) + loglik + log_prior)
+    ### END SOLUTION
 
 
 def _adversary_logits(adv, x, z_pos, z_neg, arch, negatives, F=None):
@@ -137,3 +147,107 @@ def adversary_only_loss(params, kind, x, noise, z_neg, arch, negatives="pairs"):
     z_adv = z if kind == "avb" else M.normalise(z, mean, var)
     T_pos, T_neg = _adversary_logits(params["adv"], x, z_adv, z_neg, arch, negatives)
     return adversary_loss(T_pos, T_neg)
+
+
+# ------------------------------------------------------------------ the adversary-objective family
+# Every adversary objective of the paper and the seeds, as losses of the same two arguments.
+# P is the "positive" distribution, Q the "negative" one, r = log P - log Q their log ratio:
+#   AVB (3.3), (6.10), seed 003:  P = q(z|x), Q = p(z)           (pairs (x, z), x ~ p_D)
+#   BAVAE (6), encoder adversary: P = q(z|x), Q = p(z)
+#   BAVAE (14), decoder adversary: P = p_D(x) q(z|x),  Q = q(z) p_theta(x|z)
+# T_pos: the adversary on samples of P, (B,);  T_neg: on samples of Q, (B,) or all pairs (B, M).
+# Each loss is to be minimised over T.  At its pointwise optimum T*(r) the loss value L*
+# is a known function of a divergence between P and Q (`from_value` inverts it).
+
+def fgan_discriminator_loss(T_pos, T_neg):
+    """eq. (6.10), to minimise: E_Q exp(T - 1) - E_P T  (Q = p(z), P = q(z|x)).
+
+    exp(xi - 1) is f*(xi), the conjugate of f(t) = t log t (eq. 6.8).  Pointwise,
+    b e^(t-1) - a t is least at t* = 1 + log(a/b): T* = 1 + log q(z|x) - log p(z), and the
+    loss there is -KL(q(z|x), p(z)) (eq. 6.8).  (Also `related.fgan_discriminator_loss`.)"""
+    return np.mean(np.exp(T_neg - 1.0)) - np.mean(T_pos)
+
+
+def bavae_encoder_loss(D_pos, D_neg):
+    """Biadversarial VAE, eq. (6), negated: -(E_P[1 - D] - E_Q[exp(-D)]),
+    D_pos = D_phi(x, z ~ q(z|x)), D_neg = D_phi(x, z ~ p(z)).
+
+    Pointwise a(1 - d) - b e^(-d) is largest at d* = log(b/a), so D* = log p(z) - log q(z|x)
+    (eq. 8, the *negative* of AVB's T*), and the maximum is KL(q(z|x), p(z)) (eq. 9): the
+    loss at D* is -KL(P, Q).  With D = 1 - T this is eq. (6.10) term for term."""
+    return -(np.mean(1.0 - D_pos) - np.mean(np.exp(-D_neg)))
+
+
+def bavae_decoder_loss(D_pos, D_neg):
+    """Biadversarial VAE, eq. (14), negated: -(E_P[D] - E_Q[exp(D - 1)]),
+    D_pos = D_theta,phi(x, z) on data pairs x ~ p_D, z ~ q(z|x);
+    D_neg = D_theta,phi(x', z) on model pairs z ~ q(z|x), x' ~ p_theta(x'|z).
+
+    Pointwise a d - b e^(d-1) is largest at d* = 1 + log(a/b): D* = 1 + log P - log Q (eq. 16)
+    and the maximum is KL(P, Q) (eq. 17).  As a function of (D_pos, D_neg) it *is*
+    eq. (6.10); what differs is which pairs are P and Q."""
+    return -(np.mean(D_pos) - np.mean(np.exp(D_neg - 1.0)))
+
+
+def seed003_critic_loss(T_pos, T_neg=None):
+    """Seed 003's critic objective, to minimise: E_q[exp(T) - T] (T_neg is ignored).
+
+    Broken: e^t - t is least at t = 0, for every z, so T* = 0 whatever q is (p never
+    enters), not the claimed log q(z|x) - 1; the loss at T* is 1 for every q and estimates
+    no divergence.  The corrected form is `seed003_corrected_loss`."""
+    return np.mean(np.exp(T_pos) - T_pos)
+
+
+def seed003_corrected_loss(T_pos, T_neg):
+    """Seed 003's critic with the prior term of eq. (6.10) restored: E_p[exp(T)] - E_q[T].
+
+    Pointwise b e^t - a t is least at t* = log(a/b): T* = log q(z|x) - log p(z), the AVB
+    log ratio; the loss there is 1 - KL(q, p).  It is eq. (6.10) with T shifted by one
+    (T_(6.10) = T + 1), and it is what the tutorial's ELBO needs: -T* + log p(x|z) is the
+    integrand of the ELBO, with no stray constant."""
+    return np.mean(np.exp(T_neg)) - np.mean(T_pos)
+
+
+AdversaryObjective = namedtuple("AdversaryObjective", "name equation loss optimum divergence from_value")
+AdversaryObjective.__doc__ = """One member of the family:
+name, equation: registry key and where it comes from;
+loss(T_pos, T_neg): the loss to minimise (see the convention above);
+optimum(log_pos, log_neg): the closed-form pointwise minimiser T* of `loss`;
+divergence: what the optimal value estimates, in words;
+from_value(L*): that divergence from the loss at T* (None for seed 003: nothing)."""
+
+
+def _log_ratio(log_pos, log_neg):
+    return np.asarray(log_pos) - np.asarray(log_neg)
+
+
+OBJECTIVES = {o.name: o for o in (
+    AdversaryObjective("logistic", "AVB eq. (3.3)", adversary_loss,
+                       lambda lp, ln: _log_ratio(lp, ln),                     # eq. (3.4)
+                       "Jensen-Shannon: L* = log 4 - 2 JS(P, Q)",
+                       lambda L: 0.5 * (np.log(4.0) - L)),
+    AdversaryObjective("fgan_reverse_kl", "AVB eq. (6.10)", fgan_discriminator_loss,
+                       lambda lp, ln: 1.0 + _log_ratio(lp, ln),
+                       "KL(P, Q) = KL(q(z|x), p(z)): L* = -KL", lambda L: -L),
+    AdversaryObjective("bavae_encoder", "BAVAE eq. (6)", bavae_encoder_loss,
+                       lambda lp, ln: -_log_ratio(lp, ln),                    # eq. (8)
+                       "KL(P, Q) = KL(q(z|x), p(z)): L* = -KL", lambda L: -L),
+    AdversaryObjective("bavae_decoder", "BAVAE eq. (14)", bavae_decoder_loss,
+                       lambda lp, ln: 1.0 + _log_ratio(lp, ln),               # eq. (16)
+                       "KL(P, Q) = KL(p_D(x) q(z|x), q(z) p(x|z)): L* = -KL", lambda L: -L),
+    AdversaryObjective("seed003", "seed 003, E_q[exp(T) - T]", seed003_critic_loss,
+                       lambda lp, ln: np.zeros_like(_log_ratio(lp, ln)),
+                       "none: L* = 1 for every q and p", None),
+    AdversaryObjective("seed003_corrected", "seed 003 + the prior term of (6.10)", seed003_corrected_loss,
+                       lambda lp, ln: _log_ratio(lp, ln),
+                       "KL(P, Q): L* = 1 - KL", lambda L: 1.0 - L),
+)}
+
+
+def get_objective(name):
+    """The family member called `name`; an unknown name raises ValueError listing the valid ones."""
+    try:
+        return OBJECTIVES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown adversary objective {name!r}; valid names: "
+                         f"{', '.join(OBJECTIVES)}") from None

@@ -135,6 +135,17 @@ def softplus(l):
 defvjp(softplus, lambda ans, l: lambda g: g * _sigmoid(l))
 
 
+def softplus_sigmoid(l):
+    """softplus(l) and sigmoid(l) together from ONE exp (the fast path's fused form of the
+    logistic loss of eq. (3.3) and its gradient): with e = exp(-|l|),
+    softplus(l) = max(l, 0) + log1p(e),  sigmoid(l) = (1 if l >= 0 else e) / (1 + e)."""
+    e = np.exp(-np.abs(l))
+    return np.maximum(l, 0) + np.log1p(e), np.where(l >= 0, 1.0, e) / (1 + e)
+
+
+rowdot = _rowdot    # <F_i, G_i> row by row, (B, H) x2 -> (B,), for callers outside autograd
+
+
 # ------------------------------------------------------------------ row-wise logits
 def _rows_kernel(F, G):                                        # (B, H) x2 -> (B,)
     dt = _kernel_dtype(("F", F), ("G", G))
@@ -170,7 +181,9 @@ def inner_product_rows(F, G, *, validate=False):
         check_finite("G", G)
     if _on_device(F, G):
         return _rows_kernel(F, G)
+    ### BEGIN SOLUTION task 5.2: the inner-product adversary's NumPy reference
     return _rowdot(F, G)                                       # (B,)
+    ### END SOLUTION
 
 
 def _rows_vjp(argnums, ans, args, kwargs):
@@ -180,8 +193,10 @@ def _rows_vjp(argnums, ans, args, kwargs):
         if _on_device(F, G, g):
             dF, dG = _rows_vjp_kernel(F, G, g, 0 in argnums, 1 in argnums)
         else:
+            ### BEGIN SOLUTION task 5.2: the inner-product adversary's NumPy reference
             dF = g[:, None] * G if 0 in argnums else None      # dT_i/dF_i = G_i  (B, H)
             dG = g[:, None] * F if 1 in argnums else None      # dT_i/dG_i = F_i  (B, H)
+            ### END SOLUTION
         return [(dF, dG)[a].astype(args[a].dtype, copy=False) for a in argnums]
     return vjp
 
@@ -204,14 +219,18 @@ def _product_kernel(name, named, out_shape, dims):
 
 def _pairs_T(F, G):                                            # (B, H), (M, H) -> (B, M)
     if not _on_device(F, G):
+        ### BEGIN SOLUTION task 5.2: the inner-product adversary's NumPy reference
         return np.dot(F, G.T)                                  # BLAS reads G^T in place
+        ### END SOLUTION
     (B, H), M = F.shape, G.shape[0]
     return _product_kernel("ip_pairs", (("F", F), ("G", G)), (B, M), (("B", B), ("M", M), ("H", H)))
 
 
 def _pairs_dF(g, G):                                           # dF = g G: (B, M) x (M, H) -> (B, H)
     if not _on_device(g, G):
+        ### BEGIN SOLUTION task 5.2: the inner-product adversary's NumPy reference
         return np.dot(g, G)
+        ### END SOLUTION
     (B, M), H = g.shape, G.shape[1]
     return _product_kernel("ip_pairs_vjp_F", (("g", g), ("G", G)), (B, H),
                            (("B", B), ("M", M), ("H", H)))
@@ -219,7 +238,9 @@ def _pairs_dF(g, G):                                           # dF = g G: (B, M
 
 def _pairs_dG(g, F):                                           # dG = g^T F: (M, B) x (B, H) -> (M, H)
     if not _on_device(g, F):
+        ### BEGIN SOLUTION task 5.2: the inner-product adversary's NumPy reference
         return np.dot(g.T, F)
+        ### END SOLUTION
     (B, M), H = g.shape, F.shape[1]
     return _product_kernel("ip_pairs_vjp_G", (("g", g), ("F", F)), (M, H),
                            (("B", B), ("M", M), ("H", H)))
@@ -323,6 +344,7 @@ defvjp_argnums(inner_product_logistic, _logistic_vjp)
 
 # ------------------------------------------------------------------ Bernoulli
 def _bernoulli_numpy(x, l):                                    # (B, D) x2 -> (B,)
+    ### BEGIN SOLUTION task 0.2: the Bernoulli log-likelihood, NumPy form
     # Each term as l (x - [l > 0]) - log1p(e^{-|l|}), where l (x - [l > 0]) is exactly
     # x l - max(l, 0): the large parts cancel per element (x = 1, l = 1e4 gives 0),
     # never between two big row sums.  (np.maximum(l, 0) would be ~3x slower here.)
@@ -335,6 +357,7 @@ def _bernoulli_numpy(x, l):                                    # (B, D) x2 -> (B
     term = l * (x - (l > 0))                                   # x l - max(l, 0)  (B, D)
     term -= tail
     return term.sum(axis=-1)
+    ### END SOLUTION
 
 
 def _bernoulli_kernel(x, l):
@@ -385,13 +408,27 @@ def _bernoulli_vjp(argnums, ans, args, kwargs):
         if _on_device(x, l, g):
             dx, dl = _bernoulli_vjp_kernel(x, l, g, 0 in argnums, 1 in argnums)
         else:
+            ### BEGIN SOLUTION task 0.3: the Bernoulli log-likelihood's VJP
             dx = g[:, None] * l if 0 in argnums else None                   # d/dx = l
             dl = g[:, None] * (x - _sigmoid(l)) if 1 in argnums else None   # d/dl = x - sigmoid(l)
+            ### END SOLUTION
         return [(dx, dl)[a].astype(args[a].dtype, copy=False) for a in argnums]
     return vjp
 
 
 defvjp_argnums(bernoulli_loglik, _bernoulli_vjp)
+
+
+def bernoulli_loglik_grad(x, l):
+    """log p(x | l) (B,) and its gradient d/dl = x - sigmoid(l) (B, D) from one exp
+    (the fast path's fused form; same formula as `_bernoulli_numpy`, plain NumPy)."""
+    e = np.exp(-np.abs(l))                                     # e^{-|l|}  (B, D)
+    pos = l > 0
+    term = l * (x - pos)                                       # x l - max(l, 0)
+    term -= np.log1p(e)
+    sig = np.where(pos, 1.0, e)
+    sig /= 1 + e                                               # sigmoid(l)
+    return term.sum(axis=-1), np.subtract(x, sig, out=sig)
 
 
 # ------------------------------------------------------------------ naive forms

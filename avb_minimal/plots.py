@@ -11,7 +11,8 @@ from . import evaluate as E  # noqa: E402
 from . import models as M  # noqa: E402
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"]
-TITLES = {"vae": "VAE (Gaussian encoder)", "avb": "AVB", "avb_ac": "AVB + adaptive contrast"}
+TITLES = {"vae": "VAE (Gaussian encoder)", "avb": "AVB", "avb_ac": "AVB + adaptive contrast",
+          "bavae": "Biadversarial VAE (seed 002)"}
 
 
 def _save(fig, path):
@@ -74,5 +75,84 @@ def curve_figure(curves, path, key="log_likelihood", optimum=None, label=""):
     ax.set_title(label, fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    _save(fig, path)
+    return path
+
+
+def _mosaic(images, rows, cols, side=28, pad=1):
+    """(n, side*side) images in [0, 1] -> one (rows*(side+pad), cols*(side+pad)) array."""
+    out = np.ones((rows * (side + pad) + pad, cols * (side + pad) + pad))
+    for i, im in enumerate(images[:rows * cols]):
+        r, c = divmod(i, cols)
+        out[pad + r * (side + pad):pad + r * (side + pad) + side,
+            pad + c * (side + pad):pad + c * (side + pad) + side] = im.reshape(side, side)
+    return out
+
+
+def mnist_figure(models, x, arch, path, n_samples=36, n_recon=12, seed=0, stats=None):
+    """Binarized MNIST (Table 2 models): per model (one row) the decoder's mean images
+    sigmoid(logits(z)) for z ~ p(z) (left), and the first n_recon examples of x (top strip)
+    above their reconstructions sigmoid(logits(z)), z ~ q(z|x) (bottom strip, right).
+    models: {kind: params}."""
+    kinds = list(models)
+    side = int(round(np.sqrt(arch.x_dim)))
+    if side * side != arch.x_dim:
+        raise ValueError(f"mnist_figure needs square images, got x_dim={arch.x_dim}")
+    rng = np.random.default_rng(seed)
+    z_prior = rng.standard_normal((n_samples, arch.z_dim)).astype(np.float32)    # one set for all models
+    xs = np.asarray(x[:n_recon], np.float32)
+    k = int(np.ceil(np.sqrt(n_samples)))
+    fig, axes = plt.subplots(len(kinds), 2, figsize=(10, 3.3 * len(kinds)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 2.2]})
+    for row, kind in zip(axes, kinds):
+        params = models[kind]
+        samples = 1 / (1 + np.exp(-np.asarray(M.decoder_logits(params["dec"], z_prior, arch))))
+        row[0].imshow(_mosaic(samples, k, k, side), cmap="gray", vmin=0, vmax=1)
+        row[0].set_title(f"{TITLES.get(kind, kind)}: samples (mean images)", fontsize=9)
+        z = E.sample_posterior(params, kind, xs, arch, np.random.default_rng(seed + 1), 1)[:, 0]
+        recon = 1 / (1 + np.exp(-np.asarray(M.decoder_logits(params["dec"], z, arch))))
+        cols = int(np.ceil(n_recon / 2))
+        strip = np.concatenate([_mosaic(xs[:cols], 1, cols, side), _mosaic(recon[:cols], 1, cols, side),
+                                _mosaic(xs[cols:], 1, cols, side), _mosaic(recon[cols:], 1, cols, side)])
+        row[1].imshow(strip, cmap="gray", vmin=0, vmax=1)
+        title = "data (rows 1, 3) and reconstructions z ~ q(z|x) (rows 2, 4)"
+        if stats and kind in stats:
+            title += "\n" + stats[kind]
+        row[1].set_title(title, fontsize=9)
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    _save(fig, path)
+    return path
+
+
+def bench_sweep_figure(sweeps, path, targets=((512, 0.75), (64, 0.5)), key="fraction_of_peak"):
+    """`bench step --sweep`: fraction_of_peak per (batch, width) cell as grouped bars, one
+    colour per sweep.  sweeps: {label: {'cells': [bench_step results]}}; dotted lines mark
+    the issue's targets (0.75 at batch 512, 0.5 at batch 64)."""
+    labels = list(sweeps)
+    keys = sorted({(c["batch"], c["width"]) for s in sweeps.values() for c in s["cells"]})
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(keys) * max(1, len(labels)) / 2 + 2), 3.8))
+    w = 0.8 / max(1, len(labels))
+    for j, lab in enumerate(labels):
+        cells = {(c["batch"], c["width"]): c for c in sweeps[lab]["cells"]}
+        xs = [i + (j - (len(labels) - 1) / 2) * w for i in range(len(keys))]
+        ys = [cells[k].get(key, np.nan) if k in cells else np.nan for k in keys]
+        ax.bar(xs, ys, w, label=lab, color=COLORS[j % len(COLORS)])
+        for xx, yy in zip(xs, ys):
+            if np.isfinite(yy):
+                ax.text(xx, yy + 0.01, f"{yy:.2f}", ha="center", va="bottom", fontsize=6, rotation=90)
+    for batch, target in targets:
+        idx = [i for i, k in enumerate(keys) if k[0] == batch]
+        if idx:
+            ax.hlines(target, min(idx) - 0.45, max(idx) + 0.45, colors="k", linestyles=":", lw=1)
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels([f"B {b}\nH {h}" for b, h in keys], fontsize=8)
+    ax.set_ylabel("fraction of peak" + (" (CPU time)" if key.endswith("_cpu") else "")
+                  + "\n(fixed FLOP rule / sgemm)")
+    ax.set_ylim(0, 1)
+    ax.set_title("One AVB step vs this machine's sgemm rate (dotted: targets)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
     return path

@@ -21,6 +21,9 @@ from .optim import Adam, adam_init, adam_step
 from .progress import Progress
 
 
+STEPS = ("auto", "readable", "fast")
+
+
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or inf; the last good parameters were kept."""
 
@@ -39,6 +42,7 @@ class TrainConfig:
     lr_final: float = 0.1         # ... to this fraction of their value at the last iteration
     log_every: int = 100
     checkpoint_every: int = 1000
+    step: str = "auto"            # 'readable' (autograd), 'fast' (fast_step.py) or 'auto' (fast where supported)
 
     def __post_init__(self):
         for name in ("iters", "batch", "adv_steps", "log_every", "checkpoint_every"):
@@ -50,6 +54,8 @@ class TrainConfig:
         if not 0 <= self.decay_from <= 1:
             raise ValueError(f"decay_from must be in [0, 1], got {self.decay_from}")
         O.check_negatives(self.negatives)
+        if self.step not in STEPS:
+            raise ValueError(f"step must be one of {STEPS}, got {self.step!r}")
 
     def lr_scale(self, it):
         """1 until decay_from * iters, then linear down to lr_final at the end."""
@@ -68,10 +74,24 @@ def _check_finite_tree(name, tree):
     return None
 
 
+def use_fast_step(kind, arch, cfg):
+    """True when the step runs on the fast path (`fast_step.py`): cfg.step 'fast', or
+    'auto' for a model it supports (AVB / AVB + AC with the inner-product ELU adversary)."""
+    from .fast_step import supports
+    why = supports(kind, arch)
+    if cfg.step == "fast" and why:
+        raise ValueError(f"step='fast' does not support {why}; use step='readable' or 'auto'")
+    return cfg.step != "readable" and not why
+
+
 def make_step(kind, arch, cfg):
     """Return step(params, states, x, noise, z_neg, scale) -> (params, states, aux):
-    one simultaneous update of Algorithm 1/2 (or one VAE step)."""
+    one simultaneous update of Algorithm 1/2 (or one VAE step).  The readable step is
+    below; `use_fast_step` picks the hand-written one, which computes the same numbers."""
     M.check_kind(kind)
+    if use_fast_step(kind, arch, cfg):
+        from .fast_step import FastAVBStep
+        return FastAVBStep(kind, arch, cfg)
     gen_opt = Adam(cfg.lr_gen, cfg.b1, cfg.b2)
     adv_opt = Adam(cfg.lr_adv, cfg.b1, cfg.b2)
 
@@ -156,6 +176,7 @@ def train(kind, data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=No
     adv_step = make_adversary_step(kind, arch, cfg) if kind != "vae" and cfg.adv_steps > 1 else None
     prog = Progress(cfg.iters, desc or kind, quiet)
     t0 = time.perf_counter() - wall0
+    eval_s = history[-1].get("eval_seconds", 0.0) if history else 0.0   # evaluation time so far
     B, last = cfg.batch, {}
     for it in range(start, cfg.iters):
         scale = cfg.lr_scale(it)
@@ -181,9 +202,13 @@ def train(kind, data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=No
         last = aux
         done = it + 1
         if done % cfg.log_every == 0 or done == cfg.iters:
-            entry = {"iteration": done, "wall_seconds": time.perf_counter() - t0, **aux}
+            wall = time.perf_counter() - t0
+            entry = {"iteration": done, "wall_seconds": wall, "train_seconds": wall - eval_s, **aux}
             if eval_fn is not None and eval_every and (done % eval_every == 0 or done == cfg.iters):
+                te = time.perf_counter()
                 entry.update(eval_fn(params))
+                eval_s += time.perf_counter() - te
+            entry["eval_seconds"] = eval_s     # train_seconds = wall_seconds - evaluation before it
             history.append(entry)
         if checkpoint is not None and (done % cfg.checkpoint_every == 0 or done == cfg.iters):
             _save(checkpoint, kind, arch, cfg, params, states, done, rng, history,

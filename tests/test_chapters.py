@@ -1,4 +1,5 @@
-"""The chapters 01-08 (one per equation group of the AVB paper) run end to end.
+"""The chapters 01-08 and 11-12 (one per equation group of the AVB paper; 11-12: the other
+seeds' objectives and the Biadversarial VAE) run end to end.
 
 Each chapter is run with --quick in a subprocess, writing into a temporary --out
 folder; it must exit 0 (its own asserted checks of the paper's equations passed) and
@@ -21,6 +22,8 @@ CHAPTERS = {
     "06_nash.py": ["06_nash.png"],
     "07_adaptive_contrast.py": ["07_adaptive_contrast.png"],
     "08_related_work.py": ["08_related_work.png"],
+    "11_objective_family.py": ["11_objective_family.png"],
+    "12_biadversarial_vae.py": ["12_biadversarial_vae.png"],
 }
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg")
 
@@ -66,5 +69,5 @@ def test_bad_flags_give_a_one_line_error(args, needle):
 
 def test_every_chapter_is_listed():
     found = sorted(f for f in os.listdir(os.path.join(ROOT, "chapters")) if f[:2] in
-                   ("01", "02", "03", "04", "05", "06", "07", "08") and f.endswith(".py"))
+                   ("01", "02", "03", "04", "05", "06", "07", "08", "11", "12") and f.endswith(".py"))
     assert found == sorted(CHAPTERS)

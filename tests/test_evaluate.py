@@ -14,6 +14,7 @@ def _gauss_kl(m0, S0, m1, S1):
                   + np.log(np.linalg.det(S1) / np.linalg.det(S0)))
 
 
+@pytest.mark.task5_1
 @pytest.mark.parametrize("d", [1, 2])
 def test_knn_kl_against_gaussians_with_known_kl(rng, d):
     m0, m1 = np.zeros(d), np.full(d, 0.8)
@@ -23,6 +24,20 @@ def test_knn_kl_against_gaussians_with_known_kl(rng, d):
     y = rng.multivariate_normal(m1, S1, 20000)
     assert abs(E.knn_kl(x, y, k=5) - true) < 0.05
     assert abs(E.knn_kl(x, rng.multivariate_normal(m0, S0, 20000), k=5)) < 0.03   # KL(P, P) = 0
+
+
+@pytest.mark.task5_1
+def test_knn_kl_matches_brute_force_distances(rng):
+    """Task 5.1: d/n sum_i log(nu_k(i) / rho_k(i)) + log(m / (n - 1)), distances by brute force."""
+    x, y, k = rng.standard_normal((40, 3)), rng.standard_normal((30, 3)) + 0.5, 3
+    dxx = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    np.fill_diagonal(dxx, np.inf)                                  # x_i is not its own neighbour
+    rho = np.sort(dxx, axis=1)[:, k - 1]
+    nu = np.sort(np.linalg.norm(x[:, None] - y[None], axis=-1), axis=1)[:, k - 1]
+    expect = 3 * np.mean(np.log(nu / rho)) + np.log(30 / 39)
+    assert np.isclose(E.knn_kl(x, y, k=k), expect)
+    with pytest.raises(ValueError, match="duplicate"):
+        E.knn_kl(np.vstack([x] + [x[:1]] * k), y, k=k)         # k + 1 copies: rho = 0
 
 
 def test_knn_entropy_against_gaussian(rng):
@@ -73,6 +88,7 @@ def test_exact_ll_refinement_and_posterior_normalised(rng):
     assert np.allclose(post.sum(1), 1)
 
 
+@pytest.mark.task2_1
 def test_vae_elbo_is_below_the_exact_log_likelihood(rng):
     arch = M.Arch(hidden=(16,))
     p = M.init_params(rng, "vae", arch)

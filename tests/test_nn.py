@@ -20,6 +20,7 @@ def test_linear_and_take_rows_grads(rng):
     check_grads(lambda A: nn.take_rows(A, 1, 4), modes=["rev"], order=1)(A)
 
 
+@pytest.mark.task0_1
 def test_mlp_shapes_dtype_and_grads(rng):
     params = nn.init_mlp(rng, [3, 8, 8, 2], np.float32)
     assert [W.shape for W, _ in params] == [(3, 8), (8, 8), (8, 2)]
@@ -30,6 +31,20 @@ def test_mlp_shapes_dtype_and_grads(rng):
     check_grads(lambda p: nn.mlp(p, x), modes=["rev"], order=1)(p64)
 
 
+@pytest.mark.task0_1
+def test_mlp_is_affine_layers_with_the_activation_between(rng):
+    """Task 0.1: h -> act(h W1 + b1) -> ... -> h WL + bL, no activation after the last layer."""
+    params = nn.init_mlp(rng, [3, 5, 4, 2], np.float64)
+    params = [(W, b + rng.standard_normal(b.shape)) for W, b in params]   # non-zero biases
+    x = rng.standard_normal((6, 3))
+    h = np.tanh(x @ params[0][0] + params[0][1])
+    h = np.tanh(h @ params[1][0] + params[1][1])
+    assert np.allclose(nn.mlp(params, x, np.tanh), h @ params[2][0] + params[2][1])
+    W, b = params[0]
+    assert np.allclose(nn.mlp([(W, b)], x), x @ W + b)                   # one layer: affine only
+
+
+@pytest.mark.task0_1
 def test_resnet_zero_init_blocks_are_identity(rng):
     p = nn.init_resnet(rng, 4, 16, 3, 1, np.float64)
     x = rng.standard_normal((5, 4))

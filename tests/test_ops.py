@@ -15,6 +15,7 @@ def test_softplus_matches_log1p_exp_and_is_stable(rng):
     assert np.allclose(out, [0.0, np.exp(-50.0), np.log(2.0), 50.0, 1e4])
 
 
+@pytest.mark.task5_2
 def test_inner_product_rows_and_all_pairs(rng):
     F, G = rng.standard_normal((7, 5)), rng.standard_normal((7, 5))
     assert np.allclose(ops.inner_product_rows(F, G), ops.inner_product_rows_naive(F, G))
@@ -26,6 +27,7 @@ def test_inner_product_rows_and_all_pairs(rng):
     assert np.allclose(np.diag(ops.inner_product_all_pairs(F, G)), ops.inner_product_rows(F, G))
 
 
+@pytest.mark.task0_2
 def test_bernoulli_loglik_matches_naive_and_is_stable(rng):
     x = (rng.random((6, 9)) < 0.5).astype(np.float64)
     l = rng.standard_normal((6, 9)) * 3
@@ -37,6 +39,42 @@ def test_bernoulli_loglik_matches_naive_and_is_stable(rng):
     assert out.dtype == np.float32
     assert np.isfinite(out[0]) and np.isclose(out[0], -2e4, rtol=1e-6)
     assert np.isclose(ops.bernoulli_loglik(x32, l32 * 0 + np.float32(30))[0], -2 * 30.0, rtol=1e-5)
+
+
+@pytest.mark.task0_3
+def test_bernoulli_vjp_is_g_times_x_minus_sigmoid(rng):
+    """Task 0.3: the NumPy VJP itself, called directly (no forward pass needed)."""
+    x = (rng.random((6, 9)) < 0.5).astype(np.float64)
+    l, g = rng.standard_normal((6, 9)) * 3, rng.standard_normal(6)
+    dx, dl = ops._bernoulli_vjp((0, 1), None, (x, l), {})(g)
+    assert np.allclose(dl, g[:, None] * (x - 1 / (1 + np.exp(-l))))
+    assert np.allclose(dx, g[:, None] * l)
+    (dl_only,) = ops._bernoulli_vjp((1,), None, (x, l), {})(g)          # only the logits asked for
+    assert np.allclose(dl_only, dl)
+    x32, l32 = x.astype(np.float32), np.array([[1e4, -1e4] * 4 + [0.0]] * 6, np.float32)
+    (d32,) = ops._bernoulli_vjp((1,), None, (x32, l32), {})(np.ones(6, np.float32))
+    assert d32.dtype == np.float32 and np.allclose(d32, x32 - np.array([1, 0] * 4 + [0.5], np.float32))
+
+
+@pytest.mark.task0_3
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (17, 11)])
+def test_bernoulli_grads_float64(rng, shape):
+    x = (rng.random(shape) < 0.5).astype(np.float64)
+    l = rng.standard_normal(shape) * 4
+    check_grads(lambda l: ops.bernoulli_loglik(x, l), modes=["rev"], order=1)(l)
+    check_grads(lambda x: ops.bernoulli_loglik(x, l), modes=["rev"], order=1)(x)
+
+
+@pytest.mark.task5_2
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (17, 11)])
+def test_inner_product_grads_float64(rng, shape):
+    B, H = shape
+    F, G, G2 = rng.standard_normal((B, H)), rng.standard_normal((B, H)), rng.standard_normal((B + 2, H))
+    check_grads(ops.inner_product_rows, modes=["rev"], order=1)(F, G)
+    check_grads(lambda G: ops.inner_product_rows(F, G), modes=["rev"], order=1)(G)
+    check_grads(ops.inner_product_all_pairs, modes=["rev"], order=1)(F, G2)
+    check_grads(lambda G2: ops.inner_product_all_pairs(F, G2), modes=["rev"], order=1)(G2)
+    assert np.allclose(ops.inner_product_all_pairs(F, G2), ops.inner_product_all_pairs_naive(F, G2))
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (5, 3), (17, 11)])

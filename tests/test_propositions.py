@@ -3,6 +3,7 @@ library's own objectives.  Each test fails if the corresponding code is wrong
 (a swapped label, a wrong sign, a gradient leaking between the players)."""
 import autograd.numpy as anp
 import numpy as np
+import pytest
 from autograd import grad
 from autograd.tracer import getval
 from scipy.optimize import minimize
@@ -12,6 +13,7 @@ from avb_minimal import objectives as O
 from avb_minimal.distributions import bernoulli_loglik, log_normal_diag, log_std_normal
 
 
+@pytest.mark.task3_1
 def test_prop1_pointwise_optimum_on_a_discrete_space():
     """eq. (I.2)-(I.4): maximising eq. (3.3) pointwise gives T* = log q - log p."""
     q = np.array([1, 2, 3, 4]) / 10
@@ -23,6 +25,7 @@ def test_prop1_pointwise_optimum_on_a_discrete_space():
     assert np.allclose(T, np.log(q) - np.log(p), atol=1e-4)
 
 
+@pytest.mark.task3_1
 def test_prop1_gaussians_quadratic_adversary(rng):
     """Proposition 1 (eq. 3.4) on Gaussians: q = N(1, 0.5^2), p = N(0, 1); the family
     T(z) = a + b z + c z^2 contains log q - log p = -1.5 z^2 + 4 z - 2 + log 2."""
@@ -57,6 +60,7 @@ def test_prop2_expected_gradient_of_T_star_vanishes(rng):
     assert np.min(np.abs(np.concatenate([r_mu, r_ls]))) > 0.3
 
 
+@pytest.mark.task3_2
 def test_eq37_gradient_with_T_star_fixed_is_the_elbo_gradient(rng):
     """With T = T* held fixed (its phi frozen), the phi- and theta-gradient of eq. (3.7)
     equals the gradient of the ELBO (eq. 2.4) -- here for a Gaussian encoder whose

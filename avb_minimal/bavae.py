@@ -1,0 +1,329 @@
+"""The Biadversarial VAE (Fickinger, seed 002) as a trainable model: eq. (6), (14), (19).
+
+Two adversaries replace the two terms of the ELBO:
+
+- encoder adversary D_phi(x, z), eq. (6): max E_q(z|x)[1 - D] - E_p(z)[exp(-D)];
+  optimum D* = log p(z) - log q(z|x) (eq. 8), value KL(q(z|x), p(z)) (eq. 9);
+- decoder adversary D_theta,phi(x, z), eq. (14): max E[D(x, z)] - E[exp(D(x', z) - 1)] over
+  data pairs x ~ p_D, z ~ q(z|x) and model pairs (x', z), x' ~ p_theta(x'|z) for the same z;
+  optimum D* = 1 + log q(x|z) - log p_theta(x|z) (eq. 16; q(x|z) = p_D(x) q(z|x) / q(z)),
+  value E_q(z) KL(q(x|z), p_theta(x|z)) (eq. 17);
+- eq. (19): encoder and decoder minimise the sum of the two values, each adversary
+  maximises its own.
+
+Reading of the equations (the paper is terse; these choices are written out here):
+- The pairs of eq. (14) are *joint*: x and z ~ q(z|x) come together, x' is drawn from
+  p_theta(x'|z) for that z.  (With x drawn independently of z the optimum would be eq. (16)
+  literally, log p_D(x) - log p_theta(x|z) + 1, and the decoder would learn to ignore z.)
+- x' ~ p_theta(x'|z) is Bernoulli here, not reparameterisable: the gradient of
+  -E_{p_theta(x'|z)} exp(D(x', z) - 1) reaches theta (and phi, through z) by the score
+  function, exp(D - 1) * grad log p_theta(x'|z), with a leave-one-out batch baseline.
+  At D = D* its expectation is exactly the reconstruction gradient -E_q grad log p_theta(x|z).
+- Adversaries as in AVB (`models.init_adversary`: the paper's inner product <f(x), g(z)>
+  or the authors' residual net) but *without* the folded prior term: under eq. (6) a folded
+  ||z||^2 / 2 would make E_p exp(-D) infinite at initialisation.
+- What it optimises: at both optima the sum is -ELBO - H(x) + I_q(x; z): the encoder's
+  mutual information is penalised once more than in the ELBO (KL(q(z|x), p(z)) already
+  holds I_q(x; z) once), so the BAVAE's fixed point is not the ELBO's (chapter 12).
+
+The authors' public code swaps the two losses relative to eq. (6) and (14) (the latent
+adversary gets (14)'s form, the image adversary (6)'s): each adversary then estimates the
+KL in the other direction.  Here the equations are implemented; tests/test_bavae.py fails
+if the two are swapped.
+"""
+import math
+import os
+import time
+from dataclasses import asdict
+
+import autograd.numpy as np
+import numpy as onp
+from autograd import grad
+from autograd.tracer import getval
+
+from . import evaluate as E
+from . import models as M
+from . import objectives as O
+from .checkpoint import load_checkpoint, read_meta, save_checkpoint
+from .data import check_binary_data, sample_batch
+from .distributions import bernoulli_loglik
+from .nn import get_activation, resnet, stop_gradient, tree_leaves
+from .ops import inner_product_all_pairs, inner_product_rows
+from .optim import Adam, adam_init, adam_step
+from .progress import Progress
+from .train import TrainConfig, TrainingDiverged
+
+KIND = "bavae"
+PLAYERS = ("gen", "adv", "adv_dec")        # (encoder, decoder), D_phi, D_theta,phi
+
+
+# ------------------------------------------------------------------ the model
+def init_bavae(rng, arch, dtype=onp.float32):
+    """{'enc': implicit encoder z = g(x, eps), 'dec': Bernoulli decoder, 'adv': D_phi,
+    'adv_dec': D_theta,phi}.  enc, dec, adv are drawn exactly as AVB's for the same rng."""
+    params = M.init_params(rng, "avb", arch, dtype)
+    params["adv_dec"] = M.init_adversary(rng, arch, dtype)
+    return params
+
+
+def adversary_D(adv, x, z, arch):
+    """D(x_i, z_i) for matched rows, no folded prior.  (B, D), (B, dz) -> (B,)."""
+    if arch.adversary == "inner":
+        return inner_product_rows(M.adversary_features_x(adv, x, arch), M.adversary_features_z(adv, z, arch))
+    return resnet(adv["net"], np.concatenate([x, z], axis=1), get_activation(arch.activation))[:, 0]
+
+
+def adversary_D_all_pairs(adv, x, z, arch):
+    """D(x_i, z_j) for all i, j (inner-product adversary).  -> (B, M)."""
+    if arch.adversary != "inner":
+        raise ValueError("all-pairs logits need the inner-product adversary (Arch.adversary='inner')")
+    return inner_product_all_pairs(M.adversary_features_x(adv, x, arch), M.adversary_features_z(adv, z, arch))
+
+
+def sample_decoder(logits, u):
+    """x' ~ p_theta(x'|z): Bernoulli(sigmoid(l)) from uniforms u, no gradient.  (B, D) -> (B, D)."""
+    l = onp.asarray(getval(logits))
+    return (onp.log(u) - onp.log1p(-u) < l).astype(l.dtype)           # u < sigmoid(l)
+
+
+RECONSTRUCTION = ("adversary", "exact")
+
+
+def bavae_losses(params, x, eps, z_prior, u, arch, negatives="pairs", aux=None, reconstruction="adversary"):
+    """The three losses of one simultaneous step of eq. (19), arranged (as `objectives.avb_losses`)
+    so that ONE gradient of their sum gives each player the gradient of its own loss:
+
+    gen     = V_enc + V_dec with both adversaries held fixed (to minimise over theta, phi);
+    adv     = -V_enc, eq. (6), encoder samples held fixed (to minimise over D_phi);
+    adv_dec = -V_dec, eq. (14), encoder and decoder samples held fixed (over D_theta,phi).
+
+    eps: (B, eps_dim) encoder noise; z_prior: (B, dz) samples of p(z); u: (B, D) uniforms
+    that draw x' ~ p_theta(x'|z).  `aux`, if a dict, receives floats (the two KL estimates
+    -adv and -adv_dec, and the mean log p(x|z)).  Returns (gen, adv, adv_dec).
+
+    reconstruction='exact' is an ablation, not the paper: V_dec in `gen` is replaced by the
+    exact -E_q log p_theta(x|z) (the ELBO's own term), so that only eq. (6) is adversarial;
+    D_theta,phi still trains but no longer drives the encoder or decoder.
+    """
+    if reconstruction not in RECONSTRUCTION:
+        raise ValueError(f"reconstruction must be one of {RECONSTRUCTION}, got {reconstruction!r}")
+    enc_obj, dec_obj = O.get_objective("bavae_encoder"), O.get_objective("bavae_decoder")
+    z = M.implicit_encoder(params["enc"], x, eps, arch)                 # (B, dz)
+    logits = M.decoder_logits(params["dec"], z, arch)                   # (B, D)
+    x_model = sample_decoder(logits, u)                                 # (B, D)  x' ~ p(x'|z)
+    # --- generator: both adversaries fixed; gradient through z, and through log p(x'|z)
+    A, A_dec = stop_gradient(params["adv"]), stop_gradient(params["adv_dec"])
+    D_q = adversary_D(A, x, z, arch)                                    # (B,)  D_phi(x, z)
+    v_enc = np.mean(1.0 - D_q)                                          # eq. (6): the phi-dependent term
+    D_data = adversary_D(A_dec, x, z, arch)                             # (B,)  data pairs
+    D_model = adversary_D(A_dec, x_model, z, arch)                      # (B,)  model pairs
+    w = np.exp(D_model - 1.0)                                           # (B,)
+    w0 = getval(w)
+    B = w0.shape[0]
+    baseline = (onp.sum(w0) - w0) / max(B - 1, 1)                       # leave-one-out
+    score = bernoulli_loglik(x_model, logits)                           # (B,) log p_theta(x'|z)
+    v_dec = np.mean(D_data) - np.mean(w) - np.mean((w0 - baseline) * score)   # eq. (14), score function
+    if reconstruction == "exact":                                       # ablation: the ELBO's term
+        v_dec = -np.mean(bernoulli_loglik(x, logits))
+    gen = v_enc + v_dec                                                 # eq. (19)
+    # --- adversaries: samples fixed
+    zf = getval(z)
+    D_pos = adversary_D(params["adv"], x, zf, arch)                     # (B,)
+    if negatives == "all_pairs":
+        D_neg = adversary_D_all_pairs(params["adv"], x, z_prior, arch)  # (B, M)
+    else:
+        D_neg = adversary_D(params["adv"], x, z_prior, arch)            # (B,)
+    adv = enc_obj.loss(D_pos, D_neg)                                    # -eq. (6)
+    adv_dec = dec_obj.loss(adversary_D(params["adv_dec"], x, zf, arch),
+                           adversary_D(params["adv_dec"], x_model, zf, arch))   # -eq. (14)
+    if aux is not None:
+        aux["kl_encoder"] = float(-getval(adv))          # estimate of E_x KL(q(z|x), p(z))
+        aux["kl_decoder"] = float(-getval(adv_dec))      # estimate of E_z KL(q(x|z), p(x|z))
+        aux["loglik"] = float(onp.mean(getval(bernoulli_loglik(x, getval(logits)))))
+    return gen, adv, adv_dec
+
+
+# ------------------------------------------------------------------ training
+def make_bavae_step(arch, cfg, reconstruction="adversary"):
+    """step(params, states, x, eps, z_prior, u, scale) -> (params, states, aux): one
+    simultaneous update of the three players of eq. (19)."""
+    gen_opt, adv_opt = Adam(cfg.lr_gen, cfg.b1, cfg.b2), Adam(cfg.lr_adv, cfg.b1, cfg.b2)
+
+    def total(params, x, eps, z_prior, u, aux):
+        return sum(bavae_losses(params, x, eps, z_prior, u, arch, cfg.negatives, aux, reconstruction))
+
+    total_grad = grad(total)
+
+    def step(params, states, x, eps, z_prior, u, scale):
+        aux = {}
+        g = total_grad(params, x, eps, z_prior, u, aux)
+        gen, states["gen"] = adam_step(gen_opt, {"enc": params["enc"], "dec": params["dec"]},
+                                       {"enc": g["enc"], "dec": g["dec"]}, states["gen"], cfg.lr_gen * scale)
+        adv, states["adv"] = adam_step(adv_opt, params["adv"], g["adv"], states["adv"], cfg.lr_adv * scale)
+        adv_dec, states["adv_dec"] = adam_step(adv_opt, params["adv_dec"], g["adv_dec"], states["adv_dec"],
+                                               cfg.lr_adv * scale)
+        return {"enc": gen["enc"], "dec": gen["dec"], "adv": adv, "adv_dec": adv_dec}, states, aux
+    return step
+
+
+def init_states(params):
+    return {"gen": adam_init({"enc": params["enc"], "dec": params["dec"]}),
+            "adv": adam_init(params["adv"]), "adv_dec": adam_init(params["adv_dec"])}
+
+
+def sample_step_noise(rng, arch, batch):
+    """(eps, z_prior, u) for one step."""
+    eps = M.sample_noise(rng, "avb", arch, batch)                               # (B, eps_dim)
+    z_prior = rng.standard_normal((batch, arch.z_dim)).astype(onp.float32)      # (B, dz)
+    u = rng.uniform(size=(batch, arch.x_dim)).astype(onp.float32)              # (B, D)
+    return eps, z_prior, u
+
+
+def _trees(params, states):
+    t = {"params": params}
+    t.update({f"opt_{k}_{part}": s[part] for k, s in states.items() for part in ("m", "v")})
+    return t
+
+
+def _save(path, arch, cfg, params, states, it, rng, history, wall, reconstruction):
+    meta = {"kind": KIND, "reconstruction": reconstruction, "arch": arch.to_dict(), "config": asdict(cfg),
+            "iteration": it,
+            "rng_state": rng.bit_generator.state, "history": history, "wall_seconds": wall,
+            "opt_t": {k: s["t"] for k, s in states.items()}}
+    save_checkpoint(path, _trees(params, states), meta)
+
+
+def _resume(path, arch, params, states, reconstruction):
+    meta = read_meta(path)
+    if meta.get("kind") != KIND:
+        raise ValueError(f"checkpoint {path!r} holds a {meta.get('kind')!r} model, not {KIND!r}")
+    if meta.get("reconstruction", "adversary") != reconstruction:
+        raise ValueError(f"checkpoint {path!r} was trained with reconstruction={meta.get('reconstruction')!r}")
+    if meta.get("arch") != arch.to_dict():
+        raise ValueError(f"checkpoint {path!r} was written for another architecture: {meta.get('arch')}")
+    trees, meta = load_checkpoint(path, _trees(params, states))
+    for k, s in states.items():
+        s["m"], s["v"], s["t"] = trees[f"opt_{k}_m"], trees[f"opt_{k}_v"], meta["opt_t"][k]
+    rng = onp.random.default_rng()
+    rng.bit_generator.state = meta["rng_state"]
+    return trees["params"], states, meta["iteration"], meta["history"], meta["wall_seconds"], rng
+
+
+def train_bavae(data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=None, eval_every=0,
+                desc=None, reconstruction="adversary"):
+    """Train a Biadversarial VAE on binary `data` (N, D); same contract as `train.train`
+    (resumable checkpoint, eval_fn every eval_every iterations, TrainingDiverged on NaN/inf).
+    cfg: a `train.TrainConfig` (lr_adv serves both adversaries; adv_steps must be 1).
+    reconstruction: 'adversary' (eq. 14, the paper) or 'exact' (ablation, see `bavae_losses`)."""
+    if not isinstance(cfg, TrainConfig):
+        raise ValueError(f"cfg must be a train.TrainConfig, got {type(cfg).__name__}")
+    if reconstruction not in RECONSTRUCTION:
+        raise ValueError(f"reconstruction must be one of {RECONSTRUCTION}, got {reconstruction!r}")
+    if cfg.adv_steps != 1:
+        raise ValueError(f"the Biadversarial VAE trains with adv_steps=1, got {cfg.adv_steps}")
+    data = check_binary_data(data, "data", arch.x_dim)
+    rng = onp.random.default_rng(seed)
+    params = init_bavae(rng, arch)
+    states = init_states(params)
+    start, history, wall0 = 0, [], 0.0
+    if checkpoint is not None and os.path.exists(checkpoint):
+        params, states, start, history, wall0, rng = _resume(checkpoint, arch, params, states, reconstruction)
+    step = make_bavae_step(arch, cfg, reconstruction)
+    prog = Progress(cfg.iters, desc or KIND, quiet)
+    t0 = time.perf_counter() - wall0
+    for it in range(start, cfg.iters):
+        x = sample_batch(rng, data, cfg.batch)                              # (B, D)
+        eps, z_prior, u = sample_step_noise(rng, arch, cfg.batch)
+        new_params, states, aux = step(params, states, x, eps, z_prior, u, cfg.lr_scale(it))
+        bad = [k for k, v in aux.items() if not math.isfinite(v)]
+        if not bad and it % cfg.log_every == 0:
+            bad = [p for p, a in tree_leaves(new_params) if not onp.all(onp.isfinite(a))][:1]
+        if bad:
+            msg = f"{KIND}: non-finite values ({', '.join(bad)}) at iteration {it}"
+            if checkpoint is not None:
+                _save(checkpoint, arch, cfg, params, states, it, rng, history, time.perf_counter() - t0,
+                      reconstruction)
+                msg += f"; the last good parameters are in {checkpoint}"
+            raise TrainingDiverged(msg)
+        params, done = new_params, it + 1
+        if done % cfg.log_every == 0 or done == cfg.iters:
+            entry = {"iteration": done, "wall_seconds": time.perf_counter() - t0, **aux}
+            if eval_fn is not None and eval_every and (done % eval_every == 0 or done == cfg.iters):
+                entry.update(eval_fn(params))
+            history.append(entry)
+        if checkpoint is not None and (done % cfg.checkpoint_every == 0 or done == cfg.iters):
+            _save(checkpoint, arch, cfg, params, states, done, rng, history, time.perf_counter() - t0,
+                  reconstruction)
+        prog.update(done, **{k: v for k, v in aux.items() if k in ("kl_encoder", "kl_decoder")})
+    return params, {"history": history, "wall_seconds": time.perf_counter() - t0, "iterations": cfg.iters}
+
+
+def load_bavae(path, arch):
+    """Parameters of a trained Biadversarial VAE from its checkpoint."""
+    template = init_bavae(onp.random.default_rng(0), arch)
+    trees, _ = load_checkpoint(path, {"params": template})
+    return trees["params"]
+
+
+# ------------------------------------------------------------------ evaluation
+def elbo_adversary(params, data, arch, rng, n=2000):
+    """The encoder adversary's ELBO estimate E_q[log p(x|z) + D_phi(x, z)] (D* = log p/q):
+    it trusts D = D*, so it is NOT a bound.  -> (N,)."""
+    out = []
+    for x1 in onp.asarray(data, onp.float32):
+        xr = onp.repeat(x1[None], n, axis=0)                                  # (n, D)
+        z = M.implicit_encoder(params["enc"], xr, M.sample_noise(rng, "avb", arch, n), arch)
+        ll = bernoulli_loglik(xr, M.decoder_logits(params["dec"], z, arch))
+        out.append(float(onp.mean(ll + adversary_D(params["adv"], xr, z, arch))))
+    return onp.array(out)
+
+
+def evaluate_bavae(params, data, arch, rng, grid_n=512, n_samples=10000):
+    """The Table 1 quantities of `evaluate.evaluate_model` for a Biadversarial VAE (its encoder
+    and decoder are AVB's kinds, so the honest estimates are the same functions)."""
+    ll = E.exact_log_likelihood_refined(params["dec"], data, arch, grid_n)
+    return {"log_likelihood": ll["log_likelihood"], "ll_refinement_change": ll["refinement_change"],
+            "reconstruction_error": E.reconstruction_error(params, "avb", data, arch, rng, n_samples // 5),
+            "kl_aggregate": E.kl_aggregate(params, "avb", data, arch, rng, n_samples),
+            "elbo": float(onp.mean(E.avb_elbo_independent(params, "avb", data, arch, rng, n_samples))),
+            "elbo_adversary": float(onp.mean(elbo_adversary(params, data, arch, rng)))}
+
+
+# ------------------------------------------------------------------ what the game optimises
+def discrete_game(log_q_z_given_x, dec_logits, x, log_pz=None):
+    """Every quantity of eq. (19) in closed form, for a discrete latent.
+
+    log_q_z_given_x: (N, K) log q(z|x_i) for the N data points (p_D uniform over them);
+    dec_logits: (K, D) Bernoulli logits of p_theta(x|z) for each latent state; x: (N, D);
+    log_pz: (K,), uniform if None.  Returns a dict (autograd-differentiable values):
+      v_encoder = E_x KL(q(z|x), p(z))               (eq. 9, the value of (6) at D*)
+      v_decoder = KL(p_D(x) q(z|x), q(z) p(x|z))     (eq. 17, the value of (14) at D*)
+      elbo, log_likelihood, mutual_information I_q(x; z), data_entropy H(x) = log N.
+    Identity: v_encoder + v_decoder = -elbo - H(x) + I_q(x; z).
+    """
+    from autograd.scipy.special import logsumexp
+    N, K = log_q_z_given_x.shape
+    lpz = -np.log(K) * np.ones(K) if log_pz is None else log_pz
+    lq = log_q_z_given_x                                                     # (N, K)
+    q = np.exp(lq)
+    lpx = np.dot(x, dec_logits.T) - np.sum(np.logaddexp(0, dec_logits), 1)[None]   # (N, K) log p(x_i|z)
+    lqz = logsumexp(lq, axis=0) - np.log(N)                                  # (K,) log q(z)
+    lq_x_given_z = lq - np.log(N) - lqz[None]                                # (N, K) log q(x_i|z)
+    return {"v_encoder": np.sum(q * (lq - lpz[None])) / N,
+            "v_decoder": np.sum(q * (lq_x_given_z - lpx)) / N,
+            "elbo": np.sum(q * (lpx + lpz[None] - lq)) / N,
+            "log_likelihood": np.mean(logsumexp(lpx + lpz[None], axis=1)),
+            "mutual_information": np.sum(q * (lq - lqz[None])) / N,
+            "data_entropy": float(np.log(N))}
+
+
+# ------------------------------------------------------------------ binarized MNIST
+def train_bavae_mnist(train_x, out_dir, latent=8, quick=False, seed=0, quiet=True):
+    """A Biadversarial VAE on binarized MNIST with the AVB model's architecture and settings
+    (`mnist.mnist_arch`, `mnist.mnist_configs()['avb']`); checkpoint
+    OUT_DIR/bavae_z<latent>[_quick].npz (resumed if present).  Returns (params, info)."""
+    from .mnist import mnist_arch, mnist_configs
+    arch, cfg = mnist_arch(latent, quick), mnist_configs(quick)["avb"]
+    os.makedirs(out_dir, exist_ok=True)
+    ckpt = os.path.join(out_dir, f"{KIND}_z{latent}{'_quick' if quick else ''}.npz")
+    return train_bavae(train_x, arch, cfg, seed=seed, checkpoint=ckpt, quiet=quiet, desc=f"mnist {KIND}")

@@ -1,0 +1,298 @@
+"""Course assignments (avb_minimal.assignments): the solution markers of the library,
+the student tree built from them, and the grader.
+
+What CI checks here: the solution tree passes every task; a freshly built student
+tree imports (every module, with every task blanked), its chapters start, and each
+task's tests fail there with the NotImplementedError of a task, not with a syntax or
+import error; bad markers and bad command lines give a clear error and write nothing.
+This file is not copied into student trees.  About 1 minute on 2 idle cores.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from avb_minimal import assignments as A
+from avb_minimal.__main__ import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
+
+# what the issue asks the tasks to cover: (file, function) of at least one region each
+COVERAGE = {("avb_minimal/nn.py", "mlp"), ("avb_minimal/ops.py", "_bernoulli_numpy"),
+            ("avb_minimal/ops.py", "_bernoulli_vjp.vjp"), ("avb_minimal/objectives.py", "vae_elbo"),
+            ("avb_minimal/objectives.py", "adversary_loss"), ("avb_minimal/objectives.py", "generator_objective"),
+            ("avb_minimal/objectives.py", "ac_generator_objective"), ("avb_minimal/evaluate.py", "knn_kl"),
+            ("avb_minimal/ops.py", "_pairs_T")}
+
+
+# ------------------------------------------------------------------ the solution tree
+def test_every_task_has_regions_in_the_library_and_marked_tests(request):
+    regions = A.list_regions(ROOT)                    # raises on any bad marker
+    assert len(A.TASKS) >= 8 and {r.task for r in regions} == set(A.TASKS)
+    assert COVERAGE <= {(r.path, r.function) for r in regions}
+    tests = A.tests_by_task(os.path.join(ROOT, "tests"))
+    registered = "\n".join(request.config.getini("markers"))
+    for t, m in A.TASKS.items():
+        assert tests.get(t), f"task {t} has no test marked @pytest.mark.{A.marker_name(t)}"
+        assert f"{A.marker_name(t)}: course task {t}" in registered
+        assert set(m["prerequisites"]) <= set(A.TASKS) and m["points"] > 0
+        assert {"title", "what", "equations", "chapter", "paper"} <= set(m)
+        assert os.path.isfile(os.path.join(ROOT, m["chapter"])), m["chapter"]
+
+
+@pytest.mark.slow
+def test_the_solution_tree_passes_every_task(tmp_path, capsys):
+    out = tmp_path / "grades" / "solution.json"
+    assert main(["assignments", "grade", ROOT, "--require-all", "--json", str(out)]) == 0
+    g = json.loads(out.read_text())
+    assert [r["task"] for r in g["tasks"]] == list(A.TASKS)
+    assert all(r["status"] == "passed" and r["passed"] == r["total"] > 0 for r in g["tasks"]), g["tasks"]
+    assert g["points"] == g["max_points"] == sum(m["points"] for m in A.TASKS.values())
+    assert os.path.realpath(g["avb_minimal"]) == os.path.realpath(os.path.join(ROOT, "avb_minimal", "__init__.py"))
+    text = capsys.readouterr().out
+    assert "task" in text and "passed" in text and f"{g['points']}/{g['max_points']}" in text
+
+
+# ------------------------------------------------------------------ the student tree
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    out = tmp_path_factory.mktemp("course") / "student"
+    assert main(["assignments", "build", str(out), "--source", ROOT]) == 0
+    return out
+
+
+def test_student_tree_layout_and_handouts(student):
+    for d in ("avb_minimal", "kernels", "chapters", "tests", "handouts"):
+        assert (student / d).is_dir(), d
+    assert (student / "setup.py").is_file() and (student / "STUDENT.md").is_file()
+    assert not (student / "tests" / "test_assignments.py").exists()
+    assert not list(student.rglob("__pycache__")) and not (student / ".git").exists()
+    assert json.loads((student / A.TREE_TASKS).read_text())["tasks"] == list(A.TASKS)
+    for t, m in A.TASKS.items():
+        h = (student / "handouts" / A.handout_name(t)).read_text()
+        assert h.startswith(f"# Task {t}: {m['title']}")
+        assert f"python -m pytest -q -m {A.marker_name(t)} tests" in h and m["chapter"] in h
+        assert all(f"task {p} (" in h for p in m["prerequisites"])
+    for r in A.list_regions(ROOT):                       # each region is one stub, no solution left
+        assert f"\n{r.indent}raise NotImplementedError({r.message()!r})\n" in (student / r.path).read_text()
+    marker = re.compile(r"^\s*#+\s*(BEGIN|END)\s+SOLUTION", re.MULTILINE | re.IGNORECASE)
+    assert not [f for f in student.rglob("*.py") if marker.search(f.read_text())]
+    objectives = (student / "avb_minimal" / "objectives.py").read_text()
+    assert "np.mean(softplus(-T_pos))" not in objectives and "def adversary_loss(T_pos, T_neg):" in objectives
+
+
+@pytest.mark.slow
+def test_student_tree_imports_and_its_chapters_start(student, tmp_path):
+    env = dict(ENV, PYTHONPATH=str(student))
+    code = ("import importlib, pkgutil, avb_minimal\n"
+            "for m in pkgutil.iter_modules(avb_minimal.__path__):\n"
+            "    importlib.import_module('avb_minimal.' + m.name)\n"
+            "print(avb_minimal.__file__)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert os.path.realpath(r.stdout.strip()).startswith(os.path.realpath(student) + os.sep)
+    chapters = sorted(f for f in os.listdir(student / "chapters") if f[:2].isdigit() and f.endswith(".py"))
+    assert len(chapters) >= 8
+    procs = {c: subprocess.Popen([sys.executable, str(student / "chapters" / c), "--help"], cwd=student,
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in chapters}
+    for c, p in procs.items():
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0 and "usage" in out, (c, err[-3000:])
+    # and a chapter that runs goes as far as the first stub, which names its task
+    r = subprocess.run([sys.executable, str(student / "chapters" / "03_adversary.py"), "--quick",
+                        "--out", str(tmp_path)], cwd=student, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0 and "NotImplementedError: Task " in r.stderr, r.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_each_task_fails_in_the_student_tree_with_its_not_implemented_error(student, tmp_path):
+    out = tmp_path / "student.json"
+    assert main(["assignments", "grade", str(student), "--json", str(out)]) == 0
+    g = json.loads(out.read_text())
+    assert os.path.realpath(g["avb_minimal"]).startswith(os.path.realpath(student) + os.sep)
+    assert not g["collection_errors"] and g["points"] == 0
+    for r in g["tasks"]:
+        assert r["status"] == "not implemented", r
+        for t in r["tests"]:       # every marked test fails, with a task's NotImplementedError
+            assert t["outcome"] == "failed" and t["error"].startswith("NotImplementedError: Task "), t
+
+
+@pytest.mark.slow
+def test_a_partial_tree_grades_its_own_tasks_and_reports_blocked_ones(tmp_path):
+    tree = tmp_path / "s"
+    A.build(str(tree), tasks="0.1,3.1", source=ROOT)
+    g = A.grade(str(tree))                                    # default: the tasks handed out
+    assert [(r["task"], r["status"]) for r in g["tasks"]] == [("0.1", "not implemented"),
+                                                               ("3.1", "not implemented")]
+    g = A.grade(str(tree), tasks="all")
+    status = {r["task"]: r["status"] for r in g["tasks"]}
+    assert status["2.1"] == "blocked by 0.1" and status["3.2"] == "blocked by 0.1"
+    assert status["0.2"] == status["5.1"] == status["5.2"] == "passed"
+    assert g["points"] == sum(m["points"] for t, m in A.TASKS.items() if status[t] == "passed")
+    assert "raise NotImplementedError" not in (tree / "avb_minimal" / "ops.py").read_text()
+
+
+# ------------------------------------------------------------------ bad markers
+GOOD = "    ### BEGIN SOLUTION task 3.1: the loss\n    return 1\n    ### END SOLUTION\n"
+
+
+@pytest.mark.parametrize("body, line, message", [
+    ("    ### BEGIN SOLUTION task 3.1: the loss\n    return 1\n", 2, "never closed"),
+    ("    return 1\n    ### END SOLUTION\n", 3, "END SOLUTION without a BEGIN"),
+    ("    ### BEGIN SOLUTION task 3.1: a\n    ### BEGIN SOLUTION task 3.2: b\n    return 1\n"
+     "    ### END SOLUTION\n    ### END SOLUTION\n", 3, "nested BEGIN SOLUTION"),
+    ("    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\n", 2, "needs a task id"),
+    ("    ### BEGIN SOLUTION task 9.9: what\n    return 1\n    ### END SOLUTION\n", 2, "unknown task 9.9"),
+    ("    ### BEGIN SOLUTION task 3.1: a\n        return 1\n        ### END SOLUTION\n", 4,
+     "indented like its BEGIN"),
+    ("    ## BEGIN SOLUTION task 3.1: a\n    return 1\n", 2, "malformed solution marker"),
+    ("    ### BEGIN SOLUTION task 3.1: a\n    ### END SOLUTION\n", 3, "empty solution region"),
+    ("    ### BEGIN SOLUTION task 3.1: a\n    x = 1\nreturn 1\n    ### END SOLUTION\n", 4, "indented less"),
+    ("    ### BEGIN SOLUTION task 3.1: a\n    return 1\n    ### END SOLUTION task 3.1\n", 4, "nothing may follow"),
+])
+def test_bad_markers_name_the_file_and_line(body, line, message):
+    with pytest.raises(ValueError, match=message) as e:
+        A.scan_file("def f():\n" + body, "pkg/mod.py")
+    assert str(e.value).startswith(f"pkg/mod.py:{line}:")
+
+
+def test_regions_outside_functions_are_refused():
+    with pytest.raises(ValueError, match=r"mod.py:1: a solution region must be inside a function body"):
+        A.scan_file("### BEGIN SOLUTION task 3.1: a\nX = 1\n### END SOLUTION\n", "mod.py")
+    with pytest.raises(ValueError, match=r"mod.py:2: a solution region must be inside a function body"):
+        A.scan_file("class C:\n    ### BEGIN SOLUTION task 3.1: a\n    X = 1\n    ### END SOLUTION\n", "mod.py")
+    (r,) = A.scan_file("class C:\n    def m(self):\n        if self:\n"
+                       "            ### BEGIN SOLUTION task 3.1: a\n            # a comment\n"
+                       "            return 1\n            ### END SOLUTION\n", "mod.py")
+    assert (r.function, r.begin, r.end, r.n_lines, r.indent) == ("m", 4, 7, 1, " " * 12)
+
+
+def test_blank_replaces_chosen_regions_and_drops_the_other_markers():
+    text = ("def f(x):\n    y = x\n" + GOOD + "\n\ndef g():\n"
+            "    ### BEGIN SOLUTION task 3.2: other\n    return 2\n    ### END SOLUTION\n")
+    regions = A.scan_file(text, "m.py")
+    out, stubs = A.blank(text, regions, ["3.1"])
+    assert out == ("def f(x):\n    y = x\n    raise NotImplementedError('Task 3.1: the loss "
+                   "(see handouts/task_3_1.md)')\n\n\ndef g():\n    return 2\n")
+    assert stubs == {"3.1": [3]}
+
+
+# ------------------------------------------------------------------ bad command lines
+def _fake_source(root, module_text):
+    for d in A.STUDENT_DIRS:
+        (root / d).mkdir(parents=True)
+    (root / "avb_minimal" / "__init__.py").write_text("")
+    (root / "avb_minimal" / "mod.py").write_text(module_text)
+    (root / "setup.py").write_text("")
+    (root / "README.md").write_text("")
+    return root
+
+
+FAKE_TASKS = {"1.1": dict(A.TASKS["3.1"], title="a piece", prerequisites=[])}
+
+
+def test_build_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(ValueError, match=r"unknown task\(s\) 9.9; the tasks are 0.1"):
+        A.build(str(work / "out"), tasks="3.1,9.9", source=ROOT)
+    assert main(["assignments", "build", str(work / "out"), "--tasks", "3.1,,9.9", "--source", ROOT]) == 2
+    assert "unknown task(s) 9.9" in capsys.readouterr().err
+    assert os.listdir(work) == []
+    (work / "out").mkdir()
+    (work / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        A.build(str(work / "out"), source=ROOT)
+    assert os.listdir(work / "out") == ["notes.txt"] and sorted(os.listdir(work)) == ["out"]
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        A.build(str(work / "out" / "notes.txt"), source=ROOT)
+    for inside in (os.path.join(ROOT, "tests", "student"), os.path.join(ROOT, "student")):
+        with pytest.raises(ValueError, match="inside the source tree"):
+            A.build(inside, source=ROOT)
+    assert not os.path.exists(os.path.join(ROOT, "student"))
+    with pytest.raises(ValueError, match="needs a source checkout"):
+        A.build(str(work / "x"), source=str(work / "out"))
+    assert sorted(os.listdir(work)) == ["out"]
+    (work / "empty").mkdir()                                   # an empty OUT is fine
+    assert A.build(str(work / "empty"), tasks="3.1", source=ROOT)["tasks"] == ["3.1"]
+    assert (work / "empty" / "handouts" / "task_3_1.md").is_file()
+    assert not [d for d in os.listdir(work) if "partial" in d]
+
+
+def test_a_failure_midway_leaves_nothing_half_written(tmp_path):
+    """A region that cuts a try/except in two passes the scanner, but its student
+    version does not compile: build stops with the file's name and removes its work."""
+    src = _fake_source(tmp_path / "src", "def f():\n    ### BEGIN SOLUTION task 1.1: a piece\n    try:\n"
+                       "        x = 1\n    ### END SOLUTION\n    except ValueError:\n        x = 2\n    return x\n")
+    out = tmp_path / "dest" / "student"
+    with pytest.raises(ValueError, match=r"avb_minimal/mod.py: the student version does not compile"):
+        A.build(str(out), source=str(src), manifest=FAKE_TASKS)
+    assert os.listdir(tmp_path / "dest") == []
+
+
+def test_regions_of_one_task_share_one_description(tmp_path):
+    src = _fake_source(tmp_path / "src", "def f():\n    ### BEGIN SOLUTION task 1.1: one\n    return 1\n"
+                       "    ### END SOLUTION\n\n\ndef g():\n    ### BEGIN SOLUTION task 1.1: two\n"
+                       "    return 2\n    ### END SOLUTION\n")
+    with pytest.raises(ValueError, match=r"avb_minimal/mod.py:8: task 1.1 has regions with different "
+                                         r"descriptions: 'two' here, 'one' at avb_minimal/mod.py:2"):
+        A.list_regions(str(src), FAKE_TASKS)
+    src = _fake_source(tmp_path / "src2", "def f():\n    ### BEGIN SOLUTION task 1.1: one\n    return 1\n"
+                       "    ### END SOLUTION\n")
+    assert len(A.list_regions(str(src), FAKE_TASKS)) == 1
+    with pytest.raises(ValueError, match=r"task\(s\) 3.1 of the manifest have no solution region"):
+        A.list_regions(str(src), dict(FAKE_TASKS, **{"3.1": A.TASKS["3.1"]}))
+
+
+def test_grade_refuses_what_is_not_a_tree_or_not_a_task(tmp_path):
+    with pytest.raises(ValueError, match="is not a student or solution tree"):
+        A.grade(str(tmp_path))
+    with pytest.raises(ValueError, match=r"unknown task\(s\) 7.7"):
+        A.grade(ROOT, tasks="7.7")
+
+
+# ------------------------------------------------------------------ the grader's logic
+def test_grade_checks_that_it_imported_the_tree_it_grades(tmp_path):
+    tree = tmp_path / "student"
+    (tree / "avb_minimal").mkdir(parents=True)
+    A.check_imported_from(str(tree / "avb_minimal" / "__init__.py"), str(tree))
+    with pytest.raises(RuntimeError, match="imported avb_minimal from .*, not from the tree being graded"):
+        A.check_imported_from(os.path.join(ROOT, "avb_minimal", "__init__.py"), str(tree))
+    with pytest.raises(RuntimeError, match="never imported avb_minimal"):
+        A.check_imported_from(None, str(tree))
+
+
+def _rec(tasks, outcome, nie=None):
+    return {"tasks": tasks, "outcome": outcome, "nie_task": nie, "error": None}
+
+
+def test_classify_tells_not_implemented_from_blocked_and_failed():
+    tests = {"a": _rec(["2.1"], "failed", "0.1"), "b": _rec(["2.1"], "passed"),
+             "c": _rec(["3.1"], "failed", "3.1"), "d": _rec(["3.1"], "failed", "0.1"),
+             "e": _rec(["3.2"], "failed", None), "f": _rec(["3.2"], "failed", "0.1"),
+             "g": _rec(["4.1"], "skipped"), "h": _rec(["5.1", "2.1"], "failed", "0.3")}
+    c = {t: A.classify(t, tests) for t in ("2.1", "3.1", "3.2", "4.1", "5.1", "5.2")}
+    assert c["2.1"]["status"] == "blocked by 0.1, 0.3" and c["2.1"]["blocked_by"] == ["0.1", "0.3"]
+    assert (c["2.1"]["passed"], c["2.1"]["failed"], c["2.1"]["total"]) == (1, 2, 3)
+    assert c["3.1"]["status"] == "not implemented"
+    assert c["3.2"]["status"] == "failed" and c["3.2"]["blocked_by"] == []
+    assert c["4.1"]["status"] == "skipped" and c["5.1"]["status"] == "blocked by 0.3"
+    assert c["5.2"]["status"] == "no tests"
+
+
+def test_the_score_table_names_collection_errors_once_per_cause():
+    row = dict(task="3.1", title="the adversary's loss", passed=0, total=0, status="error", points=0, max_points=10)
+    err = 'E   File "/s/avb_minimal/objectives.py", line 9\nE     def oops(:\nE   SyntaxError: invalid syntax'
+    g = {"tasks": [row], "points": 0, "max_points": 10,
+         "collection_errors": [{"nodeid": f"tests/test_{n}.py", "error": err} for n in "abcd"]}
+    text = A.format_grade(g)
+    assert "3.1   the adversary's loss" in text and "error" in text and "0/10" in text
+    assert ('collection error in 4 test file(s) (tests/test_a.py, tests/test_b.py, tests/test_c.py, ...): '
+            'File "/s/avb_minimal/objectives.py", line 9: SyntaxError: invalid syntax') in text
