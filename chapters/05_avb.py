@@ -65,7 +65,8 @@ def settings(args):
     if not args.quick and not args.full:
         cfgs = {k: dataclasses.replace(c, iters=3000, decay_from=0.5, lr_final=0.05, checkpoint_every=3000)
                 for k, c in cfgs.items()}
-    cfgs = {k: dataclasses.replace(c, log_every=max(c.iters // 30, 10)) for k, c in cfgs.items()}
+    # step='readable': the autograd step this chapter teaches (train()'s default is the fast path)
+    cfgs = {k: dataclasses.replace(c, log_every=max(c.iters // 30, 10), step="readable") for k, c in cfgs.items()}
     return arch, cfgs, ev
 
 
