@@ -215,7 +215,7 @@ def make_figure(path, bulk, res, kl):
             lo, hi = -1.0, 1.0                                          # T = 0: show it flat
         else:
             what = f"value -> {obj.divergence.split(':')[0].split(' = KL(p_D')[0]} = {r['estimate']:.3f}"
-        ax.set_title(f"{name}: {obj.equation}; MLP MAE {r['mae_mlp']:.3f}\n{what}", fontsize=9)
+        ax.set_title(f"{name}: {obj.equation}\nMLP MAE {r['mae_mlp']:.3f}; {what}", fontsize=9)
         ax.set_ylim(lo, hi)
         ax.grid(alpha=0.3)
         if name == NAMES[0]:
