@@ -36,7 +36,8 @@ from scipy.special import expit, logsumexp
 
 from . import models as M
 from .data import check_binary_data
-from .distributions import LOG_2PI
+from .distributions import LOG_2PI, log_std_normal
+from .nn import elu
 from .progress import Progress
 
 
@@ -92,8 +93,9 @@ def ais(loglik_fn, n_examples, z_dim, rng, init_mean=None, init_std=None, n_step
     E, C, L, d = int(n_examples), int(n_chains), int(n_leapfrog), int(z_dim)
     for name, v in (("n_examples", E), ("n_chains", C), ("n_leapfrog", L), ("z_dim", d),
                     ("chunk", chunk)):
-        if int(v) < 1:
+        if int(v) != v or int(v) < 1:
             raise ValueError(f"AIS: {name} must be a positive integer, got {v}")
+    chunk = int(chunk)
     if schedule not in SCHEDULES:
         raise ValueError(f"AIS: schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
     if adapt is None:
@@ -151,7 +153,7 @@ def _ais_chunk(f, E, C, L, d, rng, betas, mean, std, eps, target, adapt, progres
         return log_norm0 - 0.5 * np.sum(u * u, 1), -(z - mean_r) / var_r
 
     def log_prior(z):                                  # log p(z), d/dz log p(z)
-        return -0.5 * np.sum(z * z, 1) - 0.5 * d * LOG_2PI, -z
+        return log_std_normal(z), -z
 
     def log_f(b, z, ll, gll):
         """log f_b(z) and its gradient from the cached log-likelihood ll and gradient gll."""
@@ -207,13 +209,8 @@ def _ais_chunk(f, E, C, L, d, rng, betas, mean, std, eps, target, adapt, progres
 # ------------------------------------------------------------------ the decoder's log-likelihood
 def _act_and_derivative(name):
     """activation a -> h and dh/da from (a, h)."""
-    if name == "elu":
-        def fwd(a):
-            h = np.minimum(a, 0)
-            np.expm1(h, out=h)
-            h += np.maximum(a, 0)
-            return h
-        return fwd, lambda a, h: np.minimum(h + 1, 1)
+    if name == "elu":                                  # nn.elu; d elu/da = min(elu(a) + 1, 1)
+        return elu, (lambda a, h: np.minimum(h + 1, 1))
     if name == "relu":
         return (lambda a: np.maximum(a, 0)), (lambda a, h: (a > 0).astype(a.dtype))
     if name == "tanh":
@@ -290,7 +287,7 @@ def ais_log_likelihood(params, kind, x, arch, rng, n_steps=1000, n_chains=5, n_l
             return decoder_loglik_and_grad(dec, xr, z.astype(dtype), arch, want_value)
         return f
 
-    if int(chunk) < 1:
+    if int(chunk) != chunk or int(chunk) < 1:
         raise ValueError(f"AIS: chunk must be a positive integer, got {chunk}")
     n_chunks = -(-x.shape[0] // int(chunk))
     prog = Progress(n_chunks * int(n_steps), desc, quiet)

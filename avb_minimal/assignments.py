@@ -321,7 +321,9 @@ def list_regions(root, tasks=TASKS):
 
 
 def parse_tasks(spec, tasks=TASKS):
-    """'3.1,3.2' -> ['3.1', '3.2'] in manifest order; None or 'all' -> every task."""
+    """'3.1,3.2' (or ['3.1', '3.2']) -> ['3.1', '3.2'] in manifest order; None or 'all' -> every task."""
+    if isinstance(spec, (list, tuple)):
+        spec = ",".join(spec)
     if spec is None or spec.strip() == "all":
         return list(tasks)
     wanted = [s.strip() for s in spec.split(",") if s.strip()]
@@ -413,8 +415,7 @@ def build(out, tasks=None, source=None, manifest=TASKS):
     temporary sibling folder and renamed at the end: on any error nothing is left.
     Returns a summary dict."""
     root = os.path.realpath(source or default_source())
-    chosen = parse_tasks(tasks, manifest) if not isinstance(tasks, (list, tuple)) else \
-        parse_tasks(",".join(tasks), manifest)
+    chosen = parse_tasks(tasks, manifest)
     _check_source(root)
     regions = list_regions(root, manifest)
     out_abs = _check_out(out, root)
@@ -686,8 +687,7 @@ def grade(tree, tasks=None, timeout=1800, manifest=TASKS, python=None):
     if tasks is None and os.path.isfile(os.path.join(tree, TREE_TASKS)):
         with open(os.path.join(tree, TREE_TASKS), encoding="utf-8") as fh:
             tasks = json.load(fh)["tasks"]           # the tasks this student tree hands out
-    chosen = parse_tasks(tasks, manifest) if not isinstance(tasks, (list, tuple)) else \
-        parse_tasks(",".join(tasks), manifest)
+    chosen = parse_tasks(tasks, manifest)
     with tempfile.TemporaryDirectory(prefix="avb-grade-") as work:
         with open(os.path.join(work, "_avb_grade_plugin.py"), "w", encoding="utf-8") as fh:
             fh.write(_PLUGIN)

@@ -51,7 +51,9 @@ from .nn import get_activation, resnet, stop_gradient, tree_leaves
 from .ops import inner_product_all_pairs, inner_product_rows
 from .optim import Adam, adam_init, adam_step
 from .progress import Progress
-from .train import TrainConfig, TrainingDiverged
+from .train import TrainConfig, TrainingDiverged, _state_trees
+from .train import _resume as _resume_checkpoint
+from .train import init_states as _init_avb_states
 
 KIND = "bavae"
 PLAYERS = ("gen", "adv", "adv_dec")        # (encoder, decoder), D_phi, D_theta,phi
@@ -107,6 +109,7 @@ def bavae_losses(params, x, eps, z_prior, u, arch, negatives="pairs", aux=None, 
     """
     if reconstruction not in RECONSTRUCTION:
         raise ValueError(f"reconstruction must be one of {RECONSTRUCTION}, got {reconstruction!r}")
+    O.check_negatives(negatives)
     enc_obj, dec_obj = O.get_objective("bavae_encoder"), O.get_objective("bavae_decoder")
     z = M.implicit_encoder(params["enc"], x, eps, arch)                 # (B, dz)
     logits = M.decoder_logits(params["dec"], z, arch)                   # (B, D)
@@ -115,16 +118,17 @@ def bavae_losses(params, x, eps, z_prior, u, arch, negatives="pairs", aux=None, 
     A, A_dec = stop_gradient(params["adv"]), stop_gradient(params["adv_dec"])
     D_q = adversary_D(A, x, z, arch)                                    # (B,)  D_phi(x, z)
     v_enc = np.mean(1.0 - D_q)                                          # eq. (6): the phi-dependent term
-    D_data = adversary_D(A_dec, x, z, arch)                             # (B,)  data pairs
-    D_model = adversary_D(A_dec, x_model, z, arch)                      # (B,)  model pairs
-    w = np.exp(D_model - 1.0)                                           # (B,)
-    w0 = getval(w)
-    B = w0.shape[0]
-    baseline = (onp.sum(w0) - w0) / max(B - 1, 1)                       # leave-one-out
-    score = bernoulli_loglik(x_model, logits)                           # (B,) log p_theta(x'|z)
-    v_dec = np.mean(D_data) - np.mean(w) - np.mean((w0 - baseline) * score)   # eq. (14), score function
     if reconstruction == "exact":                                       # ablation: the ELBO's term
         v_dec = -np.mean(bernoulli_loglik(x, logits))
+    else:
+        D_data = adversary_D(A_dec, x, z, arch)                         # (B,)  data pairs
+        D_model = adversary_D(A_dec, x_model, z, arch)                  # (B,)  model pairs
+        w = np.exp(D_model - 1.0)                                       # (B,)
+        w0 = getval(w)
+        B = w0.shape[0]
+        baseline = (onp.sum(w0) - w0) / max(B - 1, 1)                   # leave-one-out
+        score = bernoulli_loglik(x_model, logits)                       # (B,) log p_theta(x'|z)
+        v_dec = np.mean(D_data) - np.mean(w) - np.mean((w0 - baseline) * score)   # eq. (14), score function
     gen = v_enc + v_dec                                                 # eq. (19)
     # --- adversaries: samples fixed
     zf = getval(z)
@@ -167,8 +171,7 @@ def make_bavae_step(arch, cfg, reconstruction="adversary"):
 
 
 def init_states(params):
-    return {"gen": adam_init({"enc": params["enc"], "dec": params["dec"]}),
-            "adv": adam_init(params["adv"]), "adv_dec": adam_init(params["adv_dec"])}
+    return dict(_init_avb_states("avb", params), adv_dec=adam_init(params["adv_dec"]))
 
 
 def sample_step_noise(rng, arch, batch):
@@ -179,34 +182,21 @@ def sample_step_noise(rng, arch, batch):
     return eps, z_prior, u
 
 
-def _trees(params, states):
-    t = {"params": params}
-    t.update({f"opt_{k}_{part}": s[part] for k, s in states.items() for part in ("m", "v")})
-    return t
-
-
 def _save(path, arch, cfg, params, states, it, rng, history, wall, reconstruction):
     meta = {"kind": KIND, "reconstruction": reconstruction, "arch": arch.to_dict(), "config": asdict(cfg),
             "iteration": it,
             "rng_state": rng.bit_generator.state, "history": history, "wall_seconds": wall,
             "opt_t": {k: s["t"] for k, s in states.items()}}
-    save_checkpoint(path, _trees(params, states), meta)
+    save_checkpoint(path, dict(params=params, **_state_trees(states)), meta)
 
 
 def _resume(path, arch, params, states, reconstruction):
+    """`train._resume` (kind, architecture, optimiser states, rng) after the one check of
+    its own: the checkpoint's reconstruction mode."""
     meta = read_meta(path)
-    if meta.get("kind") != KIND:
-        raise ValueError(f"checkpoint {path!r} holds a {meta.get('kind')!r} model, not {KIND!r}")
-    if meta.get("reconstruction", "adversary") != reconstruction:
+    if meta.get("kind") == KIND and meta.get("reconstruction", "adversary") != reconstruction:
         raise ValueError(f"checkpoint {path!r} was trained with reconstruction={meta.get('reconstruction')!r}")
-    if meta.get("arch") != arch.to_dict():
-        raise ValueError(f"checkpoint {path!r} was written for another architecture: {meta.get('arch')}")
-    trees, meta = load_checkpoint(path, _trees(params, states))
-    for k, s in states.items():
-        s["m"], s["v"], s["t"] = trees[f"opt_{k}_m"], trees[f"opt_{k}_v"], meta["opt_t"][k]
-    rng = onp.random.default_rng()
-    rng.bit_generator.state = meta["rng_state"]
-    return trees["params"], states, meta["iteration"], meta["history"], meta["wall_seconds"], rng
+    return _resume_checkpoint(path, KIND, arch, params, states)
 
 
 def train_bavae(data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=None, eval_every=0,

@@ -18,7 +18,7 @@ import numpy as np
 from . import models as M
 from .data import four_points, sample_batch
 from .nn import elu_, elu_grad_, tree_flatten
-from .train import TrainConfig, init_states, make_step
+from .train import TrainConfig, init_states, make_step, use_fast_step
 
 SWEEP_BATCHES = (64, 512, 4096)
 SWEEP_WIDTHS = (128, 512, 1024)
@@ -302,7 +302,7 @@ def profile_step(batch=512, width=512, steps=15, step="auto", top=12):
     pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(top)
     flops, _ = step_flops(arch, batch)
     return {"batch": batch, "width": width, "step": path, "ms_per_step": t_step, "parts_ms": med,
-            "products_gflop": sum(2 * a * b * c for a, b, c, _ in products) / 1e9,
+            "products_gflop": work_flops(arch, batch, path) / 1e9,
             "rule_gflop": flops / 1e9, "threads": _threads(), "load_average_1min": _load(),
             "cprofile": s.getvalue()}
 
@@ -367,7 +367,7 @@ def time_to_result(kind="avb_ac", seed=0, step="auto", target=-1.40, every=500, 
     except _Reached:
         reached = True
     last = curve[-1] if curve else {}
-    return {"kind": kind, "seed": seed, "step": "fast" if use_fast(kind, arch, cfg) else "readable",
+    return {"kind": kind, "seed": seed, "step": "fast" if use_fast_step(kind, arch, cfg) else "readable",
             "target": target, "reached": reached,
             "seconds": last.get("train_seconds") if reached else None,
             "cpu_seconds": last.get("train_cpu_seconds") if reached else None,
@@ -375,8 +375,3 @@ def time_to_result(kind="avb_ac", seed=0, step="auto", target=-1.40, every=500, 
             "best_log_likelihood": max((c["log_likelihood"] for c in curve), default=None),
             "eval_seconds": clock["eval"], "curve": curve, "threads": _threads(),
             "load_average_1min": _load()}
-
-
-def use_fast(kind, arch, cfg):
-    from .train import use_fast_step
-    return use_fast_step(kind, arch, cfg)

@@ -5,6 +5,8 @@ The synthetic dataset of the paper (sec. 5.2, Fig. 5) is embedded: the four
 """
 import numpy as np
 
+from .ops import check_finite
+
 
 def four_points(dtype=np.float32):
     """The 4 data points of the synthetic example: one-hot 2x2 images.  (4, 4)."""
@@ -14,14 +16,6 @@ def four_points(dtype=np.float32):
 def sample_batch(rng, data, batch_size):
     """x^(1..m) ~ p_D(x): rows of `data` drawn uniformly with replacement.  (m, D)."""
     return data[rng.integers(0, data.shape[0], size=batch_size)]
-
-
-def check_finite(a, name):
-    a = np.asarray(a)
-    if not np.all(np.isfinite(a)):
-        bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
-        raise ValueError(f"{name} must be finite; it holds {bad} NaN or inf value(s)")
-    return a
 
 
 def check_binary_data(x, name="x", dim=None):
@@ -37,7 +31,7 @@ def check_binary_data(x, name="x", dim=None):
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
             or x.dtype == np.bool_):
         raise ValueError(f"{name} must have a numeric or bool dtype, got {x.dtype}")
-    check_finite(x, name)
+    check_finite(name, x)
     if not np.all((x == 0) | (x == 1)):
         raise ValueError(f"{name} must be binary (0/1) for a Bernoulli likelihood; "
                          f"found values such as {np.unique(x[(x != 0) & (x != 1)])[:3].tolist()}")

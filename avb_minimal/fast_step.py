@@ -218,7 +218,8 @@ class FastAVBStep:
         zs[:B], zs[B:] = z_adv, z_neg
         g_hs, G = mlp_forward(ws, "g", g, zs)                      # (B + M, H)
         G_pos, G_neg = G[:B], G[B:]
-        T_pos = rowdot(F, G_pos) + 0.5 * np.sum(z_adv * z_adv, axis=1)        # (B,)
+        prior_pos = 0.5 * np.sum(z_adv * z_adv, axis=1)                          # (B,)
+        T_pos = rowdot(F, G_pos) + prior_pos                                     # (B,)
         prior_neg = 0.5 * np.sum(z_neg * z_neg, axis=1)                          # (M,)
         T_neg = F @ G_neg.T + prior_neg[None, :] if all_pairs else rowdot(F, G_neg) + prior_neg
         sp_pos, sig_pos = softplus_sigmoid(-T_pos)     # -log sigma(T) and sigma(-T)
@@ -258,7 +259,7 @@ class FastAVBStep:
         else:
             # -T(x, z_bar) + ||z_bar||^2/2 = -<f, g(z_bar)>: the folded prior term cancels
             log_prior = -0.5 * np.sum(z * z, axis=1) - 0.5 * dz * np.log(2 * np.pi)
-            gen = float(np.mean(-T_pos + 0.5 * np.sum(z_adv * z_adv, axis=1) + loglik + log_prior))
+            gen = float(np.mean(-T_pos + prior_pos + loglik + log_prior))
             dz_T = JtF * inv_sd + z                                # d/dz of -(...) via z_bar and log p(z)
             dz_T *= 1.0 / B
         dz = mlp_backward(ws, "dec", dec, gdec, dec_hs, dlogits, need_input_grad=True)

@@ -81,7 +81,7 @@ def elbo_and_reconstruction(params, kind, x, arch, rng, n_samples=10, chunk=256)
     - reconstruction: -E_q log p(x|z), nats per image; pixel_error: the fraction of pixels
       where the decoder's most likely value (logit > 0) differs from x, for z ~ q(z|x).
     Returns a dict of (N,) arrays."""
-    from .distributions import LOG_2PI, kl_diag_normal_std, log_std_normal
+    from .distributions import kl_diag_normal_std, log_std_normal
     from .ops import bernoulli_loglik
     M.check_kind(kind)
     x = np.asarray(x, np.float32)
@@ -109,8 +109,7 @@ def elbo_and_reconstruction(params, kind, x, arch, rng, n_samples=10, chunk=256)
         else:
             zb = M.normalise(z, zm, zv)
             T = M.adversary(params["adv"], xr, zb, arch)
-            log_r = -0.5 * np.sum(zb ** 2, 1) - 0.5 * np.sum(np.log(zv + M.AC_VAR_FLOOR), 1) \
-                - 0.5 * arch.z_dim * LOG_2PI                                       # log r_alpha(z|x)
+            log_r = log_std_normal(zb) - 0.5 * np.sum(np.log(zv + M.AC_VAR_FLOOR), 1)   # log r_alpha(z|x)
             elbo = np.asarray(ll.ravel() - T - log_r + log_std_normal(z), np.float64).reshape(B, K).mean(1)
         out["elbo" if kind == "vae" else "elbo_from_T"].append(elbo)
         out["reconstruction"].append(-ll.mean(1))

@@ -147,27 +147,38 @@ rowdot = _rowdot    # <F_i, G_i> row by row, (B, H) x2 -> (B,), for callers outs
 
 
 # ------------------------------------------------------------------ row-wise logits
-def _rows_kernel(F, G):                                        # (B, H) x2 -> (B,)
-    dt = _kernel_dtype(("F", F), ("G", G))
-    F, G = _contig(F, dt), _contig(G, dt)
-    B, H = F.shape
-    T = backend.array_module(F).empty(B, dt)                   # (B,)
+def _row_kernel(file, name, named, dim):                       # (B, K) x2 -> (B,)
+    """Launch a row kernel of `file` (one output per row) on two (B, K) operands;
+    dim names K in the size check."""
+    dt = _kernel_dtype(*named)
+    a, b = (_contig(v, dt) for _, v in named)
+    B, K = b.shape
+    out = backend.array_module(b).empty(B, dt)                 # (B,)
     if B:
-        _launch("inner_product", "ip_rows", dt, _row_grid(B), ROW_BLOCK,
-                F, G, T, _i32("B", B), _i32("H", H))
-    return T
+        _launch(file, name, dt, _row_grid(B), ROW_BLOCK, a, b, out, _i32("B", B), _i32(dim, K))
+    return out
 
 
-def _rows_vjp_kernel(F, G, g, want_F, want_G):                 # -> dF, dG: (B, H) or None
-    dt = _kernel_dtype(("F", F), ("G", G), ("g", g))
-    F, G, g = _contig(F, dt), _contig(G, dt), _contig(g, dt)
-    xp, (B, H) = backend.array_module(F), F.shape
-    dF = xp.empty((B, H), dt) if want_F else None
-    dG = xp.empty((B, H), dt) if want_G else None
+def _row_vjp_kernel(file, name, named, want_a, want_b, dim):   # -> da, db: (B, K) or None
+    """Launch a row VJP kernel of `file` on (a, b, g): (B, K), (B, K), (B,); writes the
+    cotangents of a and b that are wanted (the kernel skips a None output)."""
+    dt = _kernel_dtype(*named)
+    a, b, g = (_contig(v, dt) for _, v in named)
+    xp, (B, K) = backend.array_module(b), b.shape
+    da = xp.empty((B, K), dt) if want_a else None
+    db = xp.empty((B, K), dt) if want_b else None
     if B:
-        _launch("inner_product", "ip_rows_vjp", dt, _row_grid(B), ROW_BLOCK,
-                F, G, g, dF, dG, _i32("B", B), _i32("H", H))
-    return dF, dG
+        _launch(file, name, dt, _row_grid(B), ROW_BLOCK, a, b, g, da, db, _i32("B", B), _i32(dim, K))
+    return da, db
+
+
+def _rows_kernel(F, G):
+    return _row_kernel("inner_product", "ip_rows", (("F", F), ("G", G)), "H")
+
+
+def _rows_vjp_kernel(F, G, g, want_F, want_G):
+    return _row_vjp_kernel("inner_product", "ip_rows_vjp", (("F", F), ("G", G), ("g", g)),
+                           want_F, want_G, "H")
 
 
 @primitive
@@ -361,26 +372,12 @@ def _bernoulli_numpy(x, l):                                    # (B, D) x2 -> (B
 
 
 def _bernoulli_kernel(x, l):
-    dt = _kernel_dtype(("x", x), ("logits", l))
-    x, l = _contig(x, dt), _contig(l, dt)
-    B, D = l.shape
-    out = backend.array_module(l).empty(B, dt)                 # (B,)
-    if B:
-        _launch("bernoulli", "bern_loglik", dt, _row_grid(B), ROW_BLOCK,
-                x, l, out, _i32("B", B), _i32("D", D))
-    return out
+    return _row_kernel("bernoulli", "bern_loglik", (("x", x), ("logits", l)), "D")
 
 
 def _bernoulli_vjp_kernel(x, l, g, want_x, want_l):
-    dt = _kernel_dtype(("x", x), ("logits", l), ("g", g))
-    x, l, g = _contig(x, dt), _contig(l, dt), _contig(g, dt)
-    xp, (B, D) = backend.array_module(l), l.shape
-    dx = xp.empty((B, D), dt) if want_x else None
-    dl = xp.empty((B, D), dt) if want_l else None
-    if B:
-        _launch("bernoulli", "bern_loglik_vjp", dt, _row_grid(B), ROW_BLOCK,
-                x, l, g, dx, dl, _i32("B", B), _i32("D", D))
-    return dx, dl
+    return _row_vjp_kernel("bernoulli", "bern_loglik_vjp", (("x", x), ("logits", l), ("g", g)),
+                           want_x, want_l, "D")
 
 
 @primitive

@@ -48,6 +48,13 @@ def adam_init(params):
     return {"t": 0, "m": np.zeros(n, dtype), "v": np.zeros(n, dtype)}
 
 
+def _step_size(cfg, lr, t):
+    """The step size of step t with both bias corrections folded in:
+    lr sqrt(1 - b2^t) / (1 - b1^t) (lr None: cfg.lr)."""
+    lr = cfg.lr if lr is None else lr
+    return lr * np.sqrt(1 - cfg.b2 ** t) / (1 - cfg.b1 ** t)
+
+
 def adam_step(cfg, params, grads, state, lr=None):
     """One Adam step that *descends* `grads`; returns (new_params, new_state).
 
@@ -55,9 +62,8 @@ def adam_step(cfg, params, grads, state, lr=None):
     p <- p - lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps).
     lr overrides cfg.lr (for schedules).  Inputs are not modified.
     """
-    lr = cfg.lr if lr is None else lr
     t = state["t"] + 1
-    step = lr * np.sqrt(1 - cfg.b2 ** t) / (1 - cfg.b1 ** t)   # bias corrections folded in
+    step = _step_size(cfg, lr, t)
     p, g = flatten_to_vector(params), flatten_to_vector(grads)
     m = cfg.b1 * state["m"] + (1 - cfg.b1) * g
     v = cfg.b2 * state["v"] + (1 - cfg.b2) * (g * g)
@@ -75,11 +81,10 @@ def adam_update_(cfg, p, g, state, lr=None, tmp=None, chunk=1 << 17):
     in the same layout; tmp (optional) is a scratch array of p's shape, reused across steps.
     Twelve in-place vector operations per chunk of `chunk` elements (so that the five
     arrays stay in cache between the operations), no allocation when tmp is given."""
-    lr = cfg.lr if lr is None else lr
     t = state["t"] + 1
     # a Python float, so that `tmp *= -step` runs in p's dtype (a float64 scalar would make
     # NumPy cast every element through float64)
-    step = float(lr * np.sqrt(1 - cfg.b2 ** t) / (1 - cfg.b1 ** t))
+    step = float(_step_size(cfg, lr, t))
     tmp = np.empty_like(p) if tmp is None else tmp
     for s in range(0, p.size, chunk):
         c = slice(s, s + chunk)

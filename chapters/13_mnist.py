@@ -41,7 +41,7 @@ import time
 
 import numpy as np
 
-from avb_minimal.chapter import chapter_args  # noqa: E402
+from avb_minimal.chapter import chapter_args
 from avb_minimal import evaluate as E
 from avb_minimal import mnist as MN
 from avb_minimal import models as M

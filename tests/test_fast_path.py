@@ -54,7 +54,7 @@ def test_fast_gradients_equal_readable(kind, negatives, M_neg):
     aux = fast.gradients(x, noise, z_neg)
     got = {"enc": fast.gen.grad_tree["enc"], "dec": fast.gen.grad_tree["dec"], "adv": fast.adv.grad_tree}
     ref = {"enc": ref["enc"], "dec": ref["dec"], "adv": ref["adv"]}
-    for (path, a), b in zip(_leaves(got), tree_flatten(ref)):
+    for (path, a), b in zip(_leaves(got), tree_flatten(ref), strict=True):
         assert a.dtype == np.float32
         assert _close(a, b), f"{kind}/{negatives}: gradient {path} differs"
     for k in ("gen_objective", "adv_loss", "loglik", "T_q"):
