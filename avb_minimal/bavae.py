@@ -40,6 +40,7 @@ import autograd.numpy as np
 import numpy as onp
 from autograd import grad
 from autograd.tracer import getval
+from scipy.special import expit
 
 from . import evaluate as E
 from . import models as M
@@ -85,7 +86,7 @@ def adversary_D_all_pairs(adv, x, z, arch):
 def sample_decoder(logits, u):
     """x' ~ p_theta(x'|z): Bernoulli(sigmoid(l)) from uniforms u, no gradient.  (B, D) -> (B, D)."""
     l = onp.asarray(getval(logits))
-    return (onp.log(u) - onp.log1p(-u) < l).astype(l.dtype)           # u < sigmoid(l)
+    return (u < expit(l)).astype(l.dtype)                              # u in [0, 1): no log(0)
 
 
 RECONSTRUCTION = ("adversary", "exact")
@@ -123,7 +124,7 @@ def bavae_losses(params, x, eps, z_prior, u, arch, negatives="pairs", aux=None, 
     else:
         D_data = adversary_D(A_dec, x, z, arch)                         # (B,)  data pairs
         D_model = adversary_D(A_dec, x_model, z, arch)                  # (B,)  model pairs
-        w = np.exp(D_model - 1.0)                                       # (B,)
+        w = O.exp_linear(D_model - 1.0)                                 # (B,)  exp, C^1-capped
         w0 = getval(w)
         B = w0.shape[0]
         baseline = (onp.sum(w0) - w0) / max(B - 1, 1)                   # leave-one-out
@@ -144,6 +145,8 @@ def bavae_losses(params, x, eps, z_prior, u, arch, negatives="pairs", aux=None, 
         aux["kl_encoder"] = float(-getval(adv))          # estimate of E_x KL(q(z|x), p(z))
         aux["kl_decoder"] = float(-getval(adv_dec))      # estimate of E_z KL(q(x|z), p(x|z))
         aux["loglik"] = float(onp.mean(getval(bernoulli_loglik(x, getval(logits)))))
+        if reconstruction == "adversary":    # the decoder's score-function gradient is scaled by w
+            aux["w_model"] = float(onp.mean(w0))          # E exp(D(x', z) - 1), 1 at D = D* on average
     return gen, adv, adv_dec
 
 
@@ -244,7 +247,7 @@ def train_bavae(data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=No
         if checkpoint is not None and (done % cfg.checkpoint_every == 0 or done == cfg.iters):
             _save(checkpoint, arch, cfg, params, states, done, rng, history, time.perf_counter() - t0,
                   reconstruction)
-        prog.update(done, **{k: v for k, v in aux.items() if k in ("kl_encoder", "kl_decoder")})
+        prog.update(done, **{k: v for k, v in aux.items() if k in ("kl_encoder", "kl_decoder", "w_model")})
     return params, {"history": history, "wall_seconds": time.perf_counter() - t0, "iterations": cfg.iters}
 
 
@@ -308,12 +311,18 @@ def discrete_game(log_q_z_given_x, dec_logits, x, log_pz=None):
 
 
 # ------------------------------------------------------------------ binarized MNIST
-def train_bavae_mnist(train_x, out_dir, latent=8, quick=False, seed=0, quiet=True):
+def mnist_name(reconstruction="adversary"):
+    """'bavae' (the paper's eq. 19) or 'bavae_exact' (the ablation of `bavae_losses`)."""
+    return KIND if reconstruction == "adversary" else f"{KIND}_{reconstruction}"
+
+
+def train_bavae_mnist(train_x, out_dir, latent=8, quick=False, seed=0, quiet=True, reconstruction="adversary"):
     """A Biadversarial VAE on binarized MNIST with the AVB model's architecture and settings
     (`mnist.mnist_arch`, `mnist.mnist_configs()['avb']`); checkpoint
-    OUT_DIR/bavae_z<latent>[_quick].npz (resumed if present).  Returns (params, info)."""
-    from .mnist import mnist_arch, mnist_configs
+    OUT_DIR/<mnist_name>_z<latent>[_quick].npz (resumed if present).  Returns (params, info)."""
+    from .mnist import checkpoint_path, mnist_arch, mnist_configs
     arch, cfg = mnist_arch(latent, quick), mnist_configs(quick)["avb"]
     os.makedirs(out_dir, exist_ok=True)
-    ckpt = os.path.join(out_dir, f"{KIND}_z{latent}{'_quick' if quick else ''}.npz")
-    return train_bavae(train_x, arch, cfg, seed=seed, checkpoint=ckpt, quiet=quiet, desc=f"mnist {KIND}")
+    name = mnist_name(reconstruction)
+    return train_bavae(train_x, arch, cfg, seed=seed, checkpoint=checkpoint_path(out_dir, name, latent, quick),
+                       quiet=quiet, desc=f"mnist {name}", reconstruction=reconstruction)

@@ -84,7 +84,7 @@ def sample_posterior(params, kind, x, arch, rng, n):
     if kind == "vae":
         mean, log_var = M.gaussian_encoder(params["enc"], xr, arch)
         z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape).astype(np.float32)
-    elif kind in ("avb", "bavae"):                 # the Biadversarial VAE's encoder is AVB's
+    elif kind in ("avb", "bavae", "bavae_exact"):  # the Biadversarial VAE's encoder is AVB's
         z = M.implicit_encoder(params["enc"], xr, M.sample_noise(rng, "avb", arch, N * n), arch)
     else:
         z, _, _ = M.noise_basis_encoder(params["enc"], xr, M.sample_noise(rng, kind, arch, N * n), arch)

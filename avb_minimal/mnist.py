@@ -12,6 +12,10 @@ Evaluation (`evaluate_mnist`, `reproduce_mnist`): the AIS log-likelihood of
 adaptive-contrast Gaussian for AVB + AC), the ELBO (exact for the VAE; for AVB only
 the adversary's estimate, which is not a bound) and the reconstruction.
 
+The Biadversarial VAE (seed 002, `bavae`) trains with AVB's architecture and settings as a
+fourth model, 'bavae' (eq. 19), and 'bavae_exact' (its ablation: eq. 6 kept, eq. 14 replaced
+by the exact reconstruction term); its decoder is evaluated by the same AIS.
+
 Nothing here knows of a test split: every function takes the arrays it is given.
 """
 import os
@@ -22,6 +26,19 @@ from . import models as M
 from .train import TrainConfig, train
 
 X_DIM = 784
+BAVAE_KINDS = ("bavae", "bavae_exact")
+MNIST_KINDS = M.KINDS + BAVAE_KINDS
+
+
+def check_mnist_kind(kind):
+    if kind not in MNIST_KINDS:
+        raise ValueError(f"MNIST model must be one of {MNIST_KINDS}, got {kind!r}")
+    return kind
+
+
+def base_kind(kind):
+    """The kind whose encoder and decoder a model uses: a BAVAE's are AVB's."""
+    return "avb" if check_mnist_kind(kind) in BAVAE_KINDS else kind
 
 
 def mnist_arch(latent=8, quick=False):
@@ -47,9 +64,18 @@ def mnist_configs(quick=False):
             "avb_ac": TrainConfig(**base)}
 
 
+def mnist_config(kind, quick=False):
+    """The TrainConfig of one model (the BAVAE trains with AVB's)."""
+    return mnist_configs(quick)[base_kind(kind)]
+
+
 def train_mnist(kind, train_x, out_dir, latent=8, quick=False, seed=0, quiet=True):
     """Train (or resume) one model; its checkpoint is OUT_DIR/<kind>_z<latent>[_quick].npz.
     Returns (params, info) as `train.train`."""
+    if check_mnist_kind(kind) in BAVAE_KINDS:
+        from .bavae import train_bavae_mnist
+        return train_bavae_mnist(train_x, out_dir, latent, quick, seed, quiet,
+                                 reconstruction="adversary" if kind == "bavae" else "exact")
     arch, cfg = mnist_arch(latent, quick), mnist_configs(quick)[kind]
     os.makedirs(out_dir, exist_ok=True)
     ckpt = checkpoint_path(out_dir, kind, latent, quick)
@@ -78,12 +104,14 @@ def elbo_and_reconstruction(params, kind, x, arch, rng, n_samples=10, chunk=256)
     - AVB / AVB + AC: the only ELBO at hand puts the adversary's T in place of
       log q(z|x) - log p(z) (eq. 3.5; with AC eq. 4.1 with T for the KL of the normalised
       codes).  It trusts T = T* and is NOT a bound; it is returned as 'elbo_from_T'.
+    - BAVAE: E_q[log p(x|z) + D_phi(x, z)] with its encoder adversary (D* = log p(z) -
+      log q(z|x), eq. 8): 'elbo_from_T' too, not a bound.
     - reconstruction: -E_q log p(x|z), nats per image; pixel_error: the fraction of pixels
       where the decoder's most likely value (logit > 0) differs from x, for z ~ q(z|x).
     Returns a dict of (N,) arrays."""
     from .distributions import kl_diag_normal_std, log_std_normal
     from .ops import bernoulli_loglik
-    M.check_kind(kind)
+    bavae, kind = kind in BAVAE_KINDS, base_kind(kind)
     x = np.asarray(x, np.float32)
     out = {k: [] for k in ("elbo" if kind == "vae" else "elbo_from_T", "reconstruction", "pixel_error")}
     K = int(n_samples)
@@ -103,6 +131,10 @@ def elbo_and_reconstruction(params, kind, x, arch, rng, n_samples=10, chunk=256)
         ll = np.asarray(bernoulli_loglik(xr, logits), np.float64).reshape(B, K)
         if kind == "vae":
             elbo = ll.mean(1) - np.asarray(kl_diag_normal_std(mean, log_var), np.float64)
+        elif bavae:
+            from .bavae import adversary_D
+            D = np.asarray(adversary_D(params["adv"], xr, z, arch), np.float64).reshape(B, K)
+            elbo = (ll + D).mean(1)                                                # eq. (8): D* = -T*
         elif kind == "avb":
             T = np.asarray(M.adversary(params["adv"], xr, z, arch), np.float64).reshape(B, K)
             elbo = (ll - T).mean(1)                                                # eq. (3.5) with T
@@ -127,7 +159,7 @@ def evaluate_mnist(params, kind, x, arch, rng, ais_steps=1000, ais_chains=5, lea
     t0 = time.perf_counter()
     er = elbo_and_reconstruction(params, kind, x, arch, rng, elbo_samples)
     t_elbo = time.perf_counter() - t0
-    a = ais_log_likelihood(params, kind, x, arch, rng, n_steps=ais_steps, n_chains=ais_chains,
+    a = ais_log_likelihood(params, base_kind(kind), x, arch, rng, n_steps=ais_steps, n_chains=ais_chains,
                            n_leapfrog=leapfrog, quiet=quiet, desc=f"AIS {kind}")
     ll = a["log_likelihood"]
     n = x.shape[0]
@@ -172,7 +204,9 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
     # load both files before any training, so a bad file stops the run at once
     x_eval = load_binary(eval_file)[:ev["ais_examples"]]
     x_train = load_binary(train_file)
-    arch, cfgs = mnist_arch(latent, quick), mnist_configs(quick)
+    for k in kinds:
+        check_mnist_kind(k)
+    arch, cfgs = mnist_arch(latent, quick), {k: mnist_config(k, quick) for k in kinds}
     res = {"settings": {"data": os.path.abspath(folder), "train_file": train_file, "eval_file": eval_file,
                         "split": split, "latent": latent, "quick": quick, "seed": seed,
                         "n_train": int(x_train.shape[0]), "n_eval": int(x_eval.shape[0]),
@@ -226,7 +260,7 @@ def _previous_results(json_path, settings):
     prev = {k: v for k, v in old.get("settings", {}).items() if k != "iterations"}
     if json.loads(json.dumps(same)) != prev:
         return {}
-    return {k: old[k] for k in M.KINDS
+    return {k: old[k] for k in MNIST_KINDS
             if isinstance(old.get(k), dict) and old[k].get("trained_iterations") == settings["iterations"].get(k)}
 
 
@@ -238,17 +272,20 @@ def format_mnist(res):
     s = res["settings"]
     lines = [f"binarized MNIST, {s['latent']}-d latent, {s['n_eval']} examples of {s['eval_file']}; "
              f"AIS {s['ais_steps']} steps x {s['ais_chains']} chains x {s['leapfrog']} leapfrog",
-             f"{'model':8s} {'AIS log p(x)':>14s} {'ELBO':>9s} {'ELBO from T*':>13s} {'recon':>8s} "
+             f"{'model':11s} {'AIS log p(x)':>14s} {'ELBO':>9s} {'ELBO from T*':>13s} {'recon':>8s} "
              f"{'px err':>7s} {'ESS':>5s} {'train s':>8s} {'AIS s':>7s}  paper (conv)"]
-    for k in M.KINDS:
+    for k in MNIST_KINDS:
         if k not in res:
             continue
         r = res[k]
         elbo = f"{r['elbo']:9.2f}" if r["elbo"] is not None else f"{'-':>9s}"
         elbo_t = f"{r['elbo_from_T']:13.2f}" if r.get("elbo_from_T") is not None else f"{'-':>13s}"
-        lines.append(f"{k:8s} {r['ais_log_likelihood']:9.2f} +-{r['ais_log_likelihood_sem'] or 0:4.2f} {elbo} "
+        lines.append(f"{k:11s} {r['ais_log_likelihood']:9.2f} +-{r['ais_log_likelihood_sem'] or 0:4.2f} {elbo} "
                      f"{elbo_t} {r['reconstruction']:8.2f} {r['pixel_error']:7.4f} {r['ais_ess_mean']:5.2f} "
                      f"{r['wall_seconds']['train']:8.0f} {r['wall_seconds']['ais']:7.0f}  "
-                     f"{PAPER_TABLE2_8D[k] if s['latent'] == 8 else ''}")
+                     f"{PAPER_TABLE2_8D.get(k, '') if s['latent'] == 8 else ''}")
     lines.append("* ELBO from T: the adversary's estimate, not a bound (AVB has no tractable ELBO).")
+    if any(k in res for k in BAVAE_KINDS):
+        lines.append("  bavae: eq. (19) of seed 002; bavae_exact: eq. (6) + the exact reconstruction term "
+                     "(ablation); both with AVB's architecture and settings.")
     return "\n".join(lines)

@@ -80,6 +80,25 @@ def test_avb_reports_the_T_based_estimate_under_its_own_name(kind, rng):
     assert res["ais_init"] == ("ac" if kind == "avb_ac" else "prior")
 
 
+def test_bavae_reports_its_encoder_adversarys_estimate_by_hand(rng):
+    """The BAVAE's 'elbo_from_T' is E_q[log p(x|z) + D_phi(x, z)] (eq. 8: D* = log p - log q),
+    with AVB's encoder and noise; AIS runs on its decoder from the prior."""
+    from avb_minimal.bavae import adversary_D, init_bavae
+    arch, _, x = small("avb", rng)
+    p = init_bavae(np.random.default_rng(0), arch)
+    out = MN.elbo_and_reconstruction(p, "bavae", x, arch, np.random.default_rng(5), n_samples=3)
+    r2 = np.random.default_rng(5)
+    xr = np.repeat(x, 3, 0)
+    z = M.implicit_encoder(p["enc"], xr, M.sample_noise(r2, "avb", arch, 21), arch)
+    ll = bernoulli_loglik(xr, M.decoder_logits(p["dec"], z, arch))
+    np.testing.assert_allclose(out["elbo_from_T"], (ll + adversary_D(p["adv"], xr, z, arch)).reshape(7, 3).mean(1),
+                               rtol=1e-5)
+    res = MN.evaluate_mnist(p, "bavae_exact", x, arch, rng, ais_steps=3, ais_chains=2, leapfrog=2, elbo_samples=2)
+    assert res["elbo"] is None and res["ais_init"] == "prior" and np.isfinite(res["ais_log_likelihood"])
+    with pytest.raises(ValueError, match="bavae_exact"):
+        MN.elbo_and_reconstruction(p, "bavea", x, arch, rng)
+
+
 # ------------------------------------------------------------------ reproduce mnist
 def fake_data(folder, rng, n_train=200, n_valid=12):
     """Stroke-like random binary images: enough for the pipeline, not for a benchmark."""
@@ -143,6 +162,35 @@ def test_an_evaluation_split_over_runs_reuses_what_is_done(tmp_path, rng, capsys
     assert main(argv[:-2] + ["--leapfrog", "3", "--models", "vae"]) == 0
     third = json.loads(js.read_text())
     assert third["settings"]["leapfrog"] == 3 and "avb" not in third
+
+
+def test_reproduce_mnist_trains_and_evaluates_the_biadversarial_vae(tmp_path, rng, capsys, monkeypatch):
+    data = fake_data(tmp_path / "data", rng)
+    quick_cfgs = MN.mnist_configs(True)
+    monkeypatch.setattr(MN, "mnist_configs", lambda quick=False: {
+        k: TR.TrainConfig(**dict(c.__dict__, iters=20, log_every=10, checkpoint_every=10))
+        for k, c in quick_cfgs.items()})
+    js = tmp_path / "r.json"
+    argv = ["reproduce", "mnist", "--data", data, "--quick", "--quiet", "--out", str(tmp_path / "run"),
+            "--json", str(js), "--ais-examples", "4", "--ais-steps", "3", "--ais-chains", "2", "--leapfrog", "2",
+            "--models", "avb,bavae,bavae_exact"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "bavae_exact" in text and "seed 002" in text
+    res = json.loads(js.read_text())
+    for kind in ("bavae", "bavae_exact"):
+        r = res[kind]
+        assert r["checkpoint"].endswith(f"{kind}_z8_quick.npz") and r["elbo"] is None
+        meta = read_meta(r["checkpoint"])
+        assert meta["kind"] == "bavae" and meta["iteration"] == 20
+        assert meta["reconstruction"] == ("adversary" if kind == "bavae" else "exact")
+        assert r["ais_log_likelihood"] < 0 and r["ais_init"] == "prior"
+    assert "w_model" in read_meta(res["bavae"]["checkpoint"])["history"][-1]
+    assert res["settings"]["iterations"]["bavae"] == 20
+    # an unknown model name lists the valid ones
+    with pytest.raises(SystemExit):
+        main(argv[:-1] + ["avb,bavea"])
+    assert "bavae_exact" in capsys.readouterr().err
 
 
 def test_an_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, rng, monkeypatch):

@@ -170,3 +170,17 @@ def test_optimal_values_estimate_the_stated_divergences(gaussian_fits):
         assert abs(est - div) < 0.02, (name, est, div)
     assert abs(gaussian_fits["seed003"][1] - 1.0) < 0.01
     assert O.get_objective("seed003").from_value is None
+
+
+def test_exp_linear_is_exp_below_the_cap_and_its_tangent_above():
+    """The BAVAE losses' exp: exact up to EXP_CAP, then the tangent line (C^1, convex), so
+    an adversary's value of 100 on a negative sample gives a finite loss and gradient."""
+    from autograd import elementwise_grad
+    d = np.array([-50.0, 0.0, 3.0, O.EXP_CAP, O.EXP_CAP + 1.0, 100.0, 1e4])
+    f, g = O.exp_linear(d), elementwise_grad(O.exp_linear)(d)
+    e = np.exp(O.EXP_CAP)
+    np.testing.assert_allclose(f[:4], np.exp(d[:4]), rtol=1e-12)
+    np.testing.assert_allclose(f[4:], e * (1 + d[4:] - O.EXP_CAP), rtol=1e-12)
+    np.testing.assert_allclose(g, np.minimum(np.exp(np.minimum(d, O.EXP_CAP)), e), rtol=1e-12)
+    assert np.all(np.isfinite(O.bavae_decoder_loss(np.zeros(3), np.array([0.0, 200.0, 1e5], np.float32))))
+    assert np.all(np.isfinite(O.bavae_encoder_loss(np.zeros(3), np.array([0.0, -200.0, -1e5], np.float32))))
