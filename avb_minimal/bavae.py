@@ -147,6 +147,7 @@ def bavae_losses(params, x, eps, z_prior, u, arch, negatives="pairs", aux=None, 
         aux["loglik"] = float(onp.mean(getval(bernoulli_loglik(x, getval(logits)))))
         if reconstruction == "adversary":    # the decoder's score-function gradient is scaled by w
             aux["w_model"] = float(onp.mean(w0))          # E exp(D(x', z) - 1), 1 at D = D* on average
+            aux["w_ess"] = float(onp.sum(w0) ** 2 / max(onp.sum(w0 * w0), 1e-300))   # of B samples
     return gen, adv, adv_dec
 
 

@@ -1,6 +1,23 @@
-"""The command line every chapter script shares: --quick, --full, --out, --seed."""
+"""What every chapter script shares: the command line (--quick, --full, --out, --seed)
+and where the binarized MNIST files are."""
 import argparse
 import os
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+DEFAULT_MNIST = os.path.normpath(os.path.join(ROOT, os.pardir, "shared", "data", "binarized_mnist"))
+
+
+def mnist_folder():
+    """$AVB_DATA, else ../shared/data/binarized_mnist beside the repository if it exists,
+    else None (`data.data_dir` then says what to set)."""
+    return os.environ.get("AVB_DATA") or (DEFAULT_MNIST if os.path.isdir(DEFAULT_MNIST) else None)
+
+
+def load_mnist():
+    """(train, valid, folder) of binarized MNIST; ValueError (what to put where) if absent."""
+    from .data import data_dir, dataset_file, load_binary
+    folder = data_dir(mnist_folder())
+    return load_binary(dataset_file(folder, "train")), load_binary(dataset_file(folder, "valid")), folder
 
 
 def chapter_args(description, quick_help, full_help, default_out, argv=None):

@@ -41,19 +41,17 @@ import time
 
 import numpy as np
 
-from avb_minimal.chapter import chapter_args
+from avb_minimal.chapter import chapter_args, load_mnist, mnist_folder
 from avb_minimal import evaluate as E
 from avb_minimal import mnist as MN
 from avb_minimal import models as M
 from avb_minimal.ais import ac_gaussian
-from avb_minimal.data import data_dir, dataset_file, load_binary
 from avb_minimal.nn import mlp
 from avb_minimal.plots import mnist_figure
 from avb_minimal.train import train
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 DEFAULT_OUT = os.path.join(ROOT, "runs", "chapters")
-DEFAULT_DATA = os.path.join(ROOT, os.pardir, "shared", "data", "binarized_mnist")
 
 
 def parse_args(argv=None):
@@ -61,11 +59,6 @@ def parse_args(argv=None):
                         "reproduce mnist --quick settings (seconds; for tests)",
                         "reproduce mnist with the full settings (hours; resumes from runs/mnist)",
                         DEFAULT_OUT, argv)
-
-
-def load_mnist():
-    folder = data_dir(os.environ.get("AVB_DATA") or (DEFAULT_DATA if os.path.isdir(DEFAULT_DATA) else None))
-    return load_binary(dataset_file(folder, "train")), load_binary(dataset_file(folder, "valid")), folder
 
 
 # %% eq. (III.2)-(III.3): the moments of the noise-basis encoder
@@ -124,7 +117,7 @@ def check_ais_exact(rng):
 # %% Table 2 in small: train the three models, evaluate honestly
 def run_table2(args, x_train, x_valid, rng):
     if args.full:
-        res = MN.reproduce_mnist(os.environ.get("AVB_DATA") or DEFAULT_DATA, "valid", 8, False,
+        res = MN.reproduce_mnist(mnist_folder(), "valid", 8, False,
                                  os.path.join(ROOT, "runs", "mnist"), quiet=False,
                                  json_path=os.path.join(args.out, "13_mnist.json"))
         print(MN.format_mnist(res))
