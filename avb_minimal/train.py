@@ -193,7 +193,11 @@ def train(kind, data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=No
         if bad or (it % cfg.log_every == 0 and _check_finite_tree("params", new_params)):
             what = bad or [_check_finite_tree("params", new_params)]
             msg = f"{kind}: non-finite values ({', '.join(what)}) at iteration {it}"
-            if checkpoint is not None:
+            if checkpoint is not None and _check_finite_tree("params", params):
+                # the fast step updates in place: no good parameters of this iteration to save
+                msg += (f"; {checkpoint} keeps the last checkpoint written before" if os.path.exists(checkpoint)
+                        else "; no checkpoint had been written yet")
+            elif checkpoint is not None:
                 _save(checkpoint, kind, arch, cfg, params, states, it, rng, history,
                       time.perf_counter() - t0)
                 msg += f"; the last good parameters are in {checkpoint}"

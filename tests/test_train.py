@@ -61,6 +61,33 @@ def test_nan_stops_with_a_clear_message_and_keeps_last_good(tmp_path, monkeypatc
     assert meta["iteration"] == 6
 
 
+def test_weights_turned_nan_in_place_leave_the_last_checkpoint_alone(tmp_path, monkeypatch):
+    """The fast step updates the weights in place: when they (not the losses) turn NaN there
+    are no good weights of that iteration to save, and the last checkpoint must stay as it was."""
+    ck = tmp_path / "run.npz"
+    real = T.make_step
+
+    def in_place_nan(kind, arch, cfg):
+        step = real(kind, arch, cfg)
+        calls = {"n": 0}
+
+        def wrapped(params, states, x, noise, z_neg, scale):
+            calls["n"] += 1
+            if calls["n"] == 7:                     # iteration 6: a weight goes NaN in place
+                params["dec"][0][0][0, 0] = np.nan
+                return params, states, {"gen_objective": 1.0, "adv_loss": 1.0}
+            return step(params, states, x, noise, z_neg, scale)
+        return wrapped
+
+    monkeypatch.setattr(T, "make_step", in_place_nan)
+    cfg = T.TrainConfig(iters=20, batch=16, log_every=3, checkpoint_every=3)
+    with pytest.raises(T.TrainingDiverged, match="iteration 6.*keeps the last checkpoint"):
+        T.train("avb", four_points(), ARCH, cfg, seed=0, checkpoint=ck)
+    _, meta = load_checkpoint(ck, {})
+    assert meta["iteration"] == 6
+    assert all(np.all(np.isfinite(a)) for a in tree_flatten(T.load_params(ck, "avb", ARCH)))
+
+
 def test_checkpoint_mismatch_names_the_arrays(tmp_path, rng):
     p = M.init_params(rng, "avb", ARCH)
     ck = tmp_path / "c.npz"
