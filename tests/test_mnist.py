@@ -110,12 +110,17 @@ def fake_data(folder, rng, n_train=200, n_valid=12):
     return str(folder)
 
 
+def short_training(monkeypatch, iters):
+    """The --quick settings with `iters` instead of 300 iterations (checkpoints every iters / 2)."""
+    quick_cfgs = MN.mnist_configs(True)
+    monkeypatch.setattr(MN, "mnist_configs", lambda quick=False: {
+        k: TR.TrainConfig(**dict(c.__dict__, iters=iters, log_every=iters // 2, checkpoint_every=iters // 2))
+        for k, c in quick_cfgs.items()})
+
+
 def test_reproduce_mnist_quick_writes_json_figure_and_reuses_checkpoints(tmp_path, rng, capsys, monkeypatch):
     data = fake_data(tmp_path / "data", rng)
-    quick_cfgs = MN.mnist_configs(True)                         # 40 instead of 300 iterations: a fast test
-    monkeypatch.setattr(MN, "mnist_configs", lambda quick=False: {
-        k: TR.TrainConfig(**dict(c.__dict__, iters=40, log_every=20, checkpoint_every=20))
-        for k, c in quick_cfgs.items()})
+    short_training(monkeypatch, 40)
     out, js = tmp_path / "run", tmp_path / "r.json"
     argv = ["reproduce", "mnist", "--data", data, "--quick", "--quiet", "--out", str(out), "--json", str(js),
             "--ais-examples", "6", "--ais-steps", "4", "--ais-chains", "2", "--leapfrog", "3"]
@@ -144,10 +149,7 @@ def test_reproduce_mnist_quick_writes_json_figure_and_reuses_checkpoints(tmp_pat
 
 def test_an_evaluation_split_over_runs_reuses_what_is_done(tmp_path, rng, capsys, monkeypatch):
     data = fake_data(tmp_path / "data", rng)
-    quick_cfgs = MN.mnist_configs(True)
-    monkeypatch.setattr(MN, "mnist_configs", lambda quick=False: {
-        k: TR.TrainConfig(**dict(c.__dict__, iters=20, log_every=10, checkpoint_every=10))
-        for k, c in quick_cfgs.items()})
+    short_training(monkeypatch, 20)
     js = tmp_path / "r.json"
     argv = ["reproduce", "mnist", "--data", data, "--quick", "--quiet", "--out", str(tmp_path / "run"),
             "--json", str(js), "--ais-examples", "4", "--ais-steps", "3", "--ais-chains", "2", "--leapfrog", "2"]
@@ -166,10 +168,7 @@ def test_an_evaluation_split_over_runs_reuses_what_is_done(tmp_path, rng, capsys
 
 def test_reproduce_mnist_trains_and_evaluates_the_biadversarial_vae(tmp_path, rng, capsys, monkeypatch):
     data = fake_data(tmp_path / "data", rng)
-    quick_cfgs = MN.mnist_configs(True)
-    monkeypatch.setattr(MN, "mnist_configs", lambda quick=False: {
-        k: TR.TrainConfig(**dict(c.__dict__, iters=20, log_every=10, checkpoint_every=10))
-        for k, c in quick_cfgs.items()})
+    short_training(monkeypatch, 20)
     js = tmp_path / "r.json"
     argv = ["reproduce", "mnist", "--data", data, "--quick", "--quiet", "--out", str(tmp_path / "run"),
             "--json", str(js), "--ais-examples", "4", "--ais-steps", "3", "--ais-chains", "2", "--leapfrog", "2",
