@@ -213,6 +213,10 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
                         "arch": arch.to_dict(), "iterations": {k: cfgs[k].iters for k in kinds}, **ev},
            "paper_table2_8d": PAPER_TABLE2_8D}
     done = _previous_results(json_path, res["settings"])
+    for k in MNIST_KINDS:                  # other models' results in the same JSON are kept
+        if k in done and k not in kinds:
+            res[k] = done[k]
+            res["settings"]["iterations"][k] = done[k]["trained_iterations"]
     models = {}
     for kind in kinds:
         params, info = train_mnist(kind, x_train, out_dir, latent, quick, seed, quiet)
@@ -247,7 +251,8 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
 
 def _previous_results(json_path, settings):
     """Per-model results already in json_path from a run with the same settings (the
-    model list aside), so that an interrupted or split evaluation resumes."""
+    model list aside) and models trained for as many iterations, so that an interrupted or
+    split evaluation resumes, and a run of other models adds to the table."""
     import json
     if not json_path or not os.path.exists(json_path):
         return {}
@@ -260,8 +265,9 @@ def _previous_results(json_path, settings):
     prev = {k: v for k, v in old.get("settings", {}).items() if k != "iterations"}
     if json.loads(json.dumps(same)) != prev:
         return {}
+    iters = {k: settings["iterations"].get(k) or mnist_config(k, settings["quick"]).iters for k in MNIST_KINDS}
     return {k: old[k] for k in MNIST_KINDS
-            if isinstance(old.get(k), dict) and old[k].get("trained_iterations") == settings["iterations"].get(k)}
+            if isinstance(old.get(k), dict) and old[k].get("trained_iterations") == iters[k]}
 
 
 PAPER_TABLE2_8D = {"vae": -90.9, "avb": -91.2, "avb_ac": -89.6}   # conv nets, AIS (paper, Table 2)

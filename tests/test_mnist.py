@@ -160,6 +160,11 @@ def test_an_evaluation_split_over_runs_reuses_what_is_done(tmp_path, rng, capsys
     second = json.loads(js.read_text())
     assert second["vae"] == first["vae"]                     # reused, not re-evaluated
     assert isinstance(second["avb"]["ais_log_likelihood"], float)
+    assert main(argv + ["--models", "avb_ac"]) == 0          # another model adds a row, loses none
+    added = json.loads(js.read_text())
+    assert added["vae"] == first["vae"] and added["avb"] == second["avb"] and "avb_ac" in added
+    assert set(added["settings"]["iterations"]) == {"vae", "avb", "avb_ac"}
+    assert "vae " in capsys.readouterr().out.split("AIS log p(x)")[-1]      # the table shows all three
     # other settings: everything is evaluated again
     assert main(argv[:-2] + ["--leapfrog", "3", "--models", "vae"]) == 0
     third = json.loads(js.read_text())
