@@ -170,7 +170,8 @@ def build_parser():
     bo.set_defaults(func=_bench_ops)
 
     tr = sub.add_parser("train", help="train one model on the 4-point dataset (resumable)")
-    tr.add_argument("--model", choices=["vae", "avb", "avb_ac"], default="avb")
+    tr.add_argument("--model", choices=["vae", "avb", "avb_ac", "bavae"], default="avb",
+                    help="vae, avb, avb_ac, or bavae (the Biadversarial VAE, seed 002; default avb)")
     tr.set_defaults(func=_train)
     tr.add_argument("--iters", type=_positive_int("--iters"), default=None,
                     help="iterations (default: the Table 1 setting)")
@@ -312,24 +313,18 @@ def _bench_ops(args):
 
 
 def _train(args):
-    from . import evaluate as E
     from .data import four_points
-    from .experiments import table1_settings, write_json
-    from .train import TrainConfig, train
+    from .experiments import loglik_curve_fn, table1_settings, train_and_evaluate, write_json
+    from .train import TrainConfig
     arch, cfgs, ev = table1_settings(args.quick)
     cfg = cfgs[args.model]
     if args.iters:
         cfg = TrainConfig(**dict(cfg.__dict__, iters=args.iters))
     data = four_points()
-    eval_fn = None
-    if args.curve_every:
-        def eval_fn(p):
-            return {"log_likelihood": float(np.mean(E.exact_log_likelihood(p["dec"], data, arch, 400)))}
-    params, info = train(args.model, data, arch, cfg, seed=args.seed, checkpoint=args.checkpoint,
-                         quiet=args.quiet, eval_fn=eval_fn, eval_every=args.curve_every,
-                         desc=args.model)
-    res = E.evaluate_model(params, args.model, data, arch, np.random.default_rng(10_000 + args.seed),
-                           grid_n=ev["grid_n"], n_samples=ev["n_samples"])
+    eval_fn = loglik_curve_fn(data, arch) if args.curve_every else None
+    params, info, res = train_and_evaluate(args.model, data, arch, cfg, ev, seed=args.seed,
+                                           checkpoint=args.checkpoint, quiet=args.quiet, eval_fn=eval_fn,
+                                           eval_every=args.curve_every, desc=args.model)
     res["wall_seconds"] = info["wall_seconds"]
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in res.items()}))
     if args.json:

@@ -46,6 +46,25 @@ def table1_settings(quick=False):
     return arch, cfgs, {"grid_n": 512, "n_samples": 10000}
 
 
+def loglik_curve_fn(data, arch, grid_n=400):
+    """eval_fn for `train.train`: the exact log-likelihood on a grid_n^2 grid (--curve-every)."""
+    def eval_fn(p):
+        return {"log_likelihood": float(np.mean(E.exact_log_likelihood(p["dec"], data, arch, grid_n)))}
+    return eval_fn
+
+
+def train_and_evaluate(kind, data, arch, cfg, ev, seed=0, **opts):
+    """Train one model of TABLE1_KINDS (resumable: see `train.train`, options passed on) and
+    evaluate it with the Table 1 quantities (rng 10_000 + seed).  -> (params, info, results)."""
+    ev_rng = np.random.default_rng(10_000 + seed)
+    if kind == BV.KIND:                               # two adversaries, eq. (6) and (14) of seed 002
+        params, info = BV.train_bavae(data, arch, cfg, seed=seed, **opts)
+        return params, info, BV.evaluate_bavae(params, data, arch, ev_rng, ev["grid_n"], ev["n_samples"])
+    params, info = train(kind, data, arch, cfg, seed=seed, **opts)
+    return params, info, E.evaluate_model(params, kind, data, arch, ev_rng, grid_n=ev["grid_n"],
+                                          n_samples=ev["n_samples"])
+
+
 def table1(seeds=(0,), quick=False, out_dir=None, kinds=M.KINDS, quiet=True, curve_every=None):
     """Train and evaluate each model kind for each seed.  Returns a dict with, per kind,
     the mean/std over seeds of every metric, the per-seed values and wall times."""
@@ -61,20 +80,10 @@ def table1(seeds=(0,), quick=False, out_dir=None, kinds=M.KINDS, quiet=True, cur
         runs = []
         for seed in seeds:
             ckpt = None if out_dir is None else os.path.join(out_dir, f"{kind}_seed{seed}.npz")
-            eval_fn = None
-            if curve_every:
-                def eval_fn(p):
-                    return {"log_likelihood": float(np.mean(E.exact_log_likelihood(p["dec"], data, arch, 400)))}
+            eval_fn = loglik_curve_fn(data, arch) if curve_every else None
             opts = dict(seed=seed, checkpoint=ckpt, quiet=quiet, eval_fn=eval_fn,
                         eval_every=curve_every or 0, desc=f"{kind} seed {seed}")
-            ev_rng = np.random.default_rng(10_000 + seed)
-            if kind == BV.KIND:                       # two adversaries, eq. (6) and (14) of seed 002
-                params, info = BV.train_bavae(data, arch, cfgs[kind], **opts)
-                res = BV.evaluate_bavae(params, data, arch, ev_rng, ev["grid_n"], ev["n_samples"])
-            else:
-                params, info = train(kind, data, arch, cfgs[kind], **opts)
-                res = E.evaluate_model(params, kind, data, arch, ev_rng, grid_n=ev["grid_n"],
-                                       n_samples=ev["n_samples"])
+            params, info, res = train_and_evaluate(kind, data, arch, cfgs[kind], ev, **opts)
             res["wall_seconds"] = info["wall_seconds"]
             res["seed"] = seed
             res["params"] = params
