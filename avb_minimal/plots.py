@@ -20,7 +20,7 @@ TITLES = {"vae": "VAE (Gaussian encoder)", "avb": "AVB", "avb_ac": "AVB + adapti
 def _save(fig, path):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))
+    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")   # one per writer
     try:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format=os.path.splitext(path)[1][1:] or "png")
         os.replace(tmp, path)
