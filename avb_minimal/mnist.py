@@ -217,10 +217,10 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
         if k in done and k not in kinds:
             res[k] = done[k]
             res["settings"]["iterations"][k] = done[k]["trained_iterations"]
-    models = {}
+    models, histories = {}, {}
     for kind in kinds:
         params, info = train_mnist(kind, x_train, out_dir, latent, quick, seed, quiet)
-        models[kind] = params
+        models[kind], histories[kind] = params, info["history"]
         if kind in done:                   # evaluated before with these settings: reuse
             res[kind] = done[kind]
             if not quiet:
@@ -238,6 +238,11 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
         res[kind] = r
         if json_path:                      # partial results survive an interrupted evaluation
             write_json(json_path, res)
+    if figure and any(k in BAVAE_KINDS for k in kinds):
+        from .plots import bavae_training_figure
+        res["figure_bavae_training"] = bavae_training_figure(
+            {k: h for k, h in histories.items() if k in BAVAE_KINDS},
+            os.path.join(out_dir, f"bavae_training_z{latent}{'_quick' if quick else ''}.png"))
     if figure:
         from .plots import mnist_figure
         res["figure"] = mnist_figure(models, x_eval, arch, os.path.join(out_dir, f"mnist_z{latent}"

@@ -87,6 +87,38 @@ def curve_figure(curves, path, key="log_likelihood", optimum=None, label=""):
     return path
 
 
+def bavae_training_figure(histories, path):
+    """The Biadversarial VAE's training logs (`bavae.train_bavae` history), one line per run:
+    the batch mean of log p(x|z), z ~ q(z|x); the two adversaries' KL estimates (eq. 9 and
+    17; symlog axis); and w_model, the batch mean of exp(D(x', z) - 1) that weights the
+    decoder's score-function gradient (1 in expectation at D = D*).  histories: {kind: [dict]}."""
+    panels = [("loglik", "batch mean log p(x|z), z ~ q(z|x)", "linear"),
+              (("kl_encoder", "kl_decoder"), "adversaries' KL estimates (eq. 9: -, eq. 17: --)", "symlog"),
+              ("w_model", "w = mean exp(D(x', z) - 1) (1 at D*; 0 drawn at 1e-30)", "log")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for j, (kind, hist) in enumerate(histories.items()):
+        color = f"C{j}"
+        it = np.array([h["iteration"] for h in hist])
+        for ax, (keys, title, scale) in zip(axes, panels):
+            for key, ls in zip((keys,) if isinstance(keys, str) else keys, ("-", "--")):
+                val = np.array([h.get(key, np.nan) for h in hist], float)
+                if np.all(np.isnan(val)):
+                    continue
+                if scale == "log":
+                    val = np.maximum(val, 1e-30)
+                ax.plot(it, val, ls, color=color, lw=1.2,
+                        label=TITLES.get(kind, kind) if key in ("loglik", "kl_encoder", "w_model") else None)
+            ax.set_yscale(scale, **({"linthresh": 10} if scale == "symlog" else {}))
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("iteration")
+            ax.grid(alpha=0.3)
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    _save(fig, path)
+    return path
+
+
 def _mosaic(images, rows, cols, side=28, pad=1):
     """(n, side*side) images in [0, 1] -> one (rows*(side+pad), cols*(side+pad)) array."""
     out = np.ones((rows * (side + pad) + pad, cols * (side + pad) + pad))

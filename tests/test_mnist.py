@@ -190,6 +190,8 @@ def test_reproduce_mnist_trains_and_evaluates_the_biadversarial_vae(tmp_path, rn
         assert meta["reconstruction"] == ("adversary" if kind == "bavae" else "exact")
         assert r["ais_log_likelihood"] < 0 and r["ais_init"] == "prior"
     assert "w_model" in read_meta(res["bavae"]["checkpoint"])["history"][-1]
+    with open(res["figure_bavae_training"], "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert res["settings"]["iterations"]["bavae"] == 20
     # an unknown model name lists the valid ones
     with pytest.raises(SystemExit):
