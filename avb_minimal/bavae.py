@@ -147,7 +147,7 @@ def bavae_losses(params, x, eps, z_prior, u, arch, negatives="pairs", aux=None, 
         aux["loglik"] = float(onp.mean(getval(bernoulli_loglik(x, getval(logits)))))
         if reconstruction == "adversary":    # the decoder's score-function gradient is scaled by w
             aux["w_model"] = float(onp.mean(w0))          # E exp(D(x', z) - 1), 1 at D = D* on average
-            aux["w_ess"] = float(onp.sum(w0) ** 2 / max(onp.sum(w0 * w0), 1e-300))   # of B samples
+            aux["w_ess"] = float(onp.sum(w0) ** 2 / max(onp.sum(w0 * w0), 1e-300))   # of B; 0: all underflow
     return gen, adv, adv_dec
 
 
@@ -281,6 +281,37 @@ def evaluate_bavae(params, data, arch, rng, grid_n=512, n_samples=10000):
             "kl_aggregate": E.kl_aggregate(params, "avb", data, arch, rng, n_samples),
             "elbo": float(onp.mean(E.avb_elbo_independent(params, "avb", data, arch, rng, n_samples))),
             "elbo_adversary": float(onp.mean(elbo_adversary(params, data, arch, rng)))}
+
+
+def game_diagnostics(params, data, arch, rng, negatives="all_pairs", batch=100, n_batches=3,
+                     reconstruction="adversary"):
+    """Where a trained BAVAE's game stands, on n_batches training batches at its parameters:
+    the decoder adversary's D on data pairs (x, z ~ q(z|x)) and on model pairs (x' ~ p(x'|z), z),
+    w = exp(D(x', z) - 1) (batch mean and effective sample size (sum w)^2 / sum w^2), and the
+    norms of the encoder's and decoder's gradients of the loss it trains with (eq. 19, or the
+    ablation's).  At D = D*, E[w] = 1; w = 0 (ESS 0: every weight underflows) means the
+    decoder's gradient from eq. (14) is exactly zero.  -> dict of floats (medians over the
+    batches)."""
+    from .nn import tree_leaves
+
+    def norm(tree):
+        return float(onp.sqrt(sum(onp.sum(onp.asarray(a, onp.float64) ** 2) for _, a in tree_leaves(tree))))
+    gen_grad = grad(lambda p, *a: bavae_losses(p, *a, arch, negatives, reconstruction=reconstruction)[0])
+    out = []
+    for _ in range(n_batches):
+        x = sample_batch(rng, data, batch)                                  # (B, D)
+        eps, z_prior, u = sample_step_noise(rng, arch, batch)
+        z = M.implicit_encoder(params["enc"], x, eps, arch)
+        x_model = sample_decoder(M.decoder_logits(params["dec"], z, arch), u)
+        D_data = onp.asarray(adversary_D(params["adv_dec"], x, z, arch), onp.float64)
+        D_model = onp.asarray(adversary_D(params["adv_dec"], x_model, z, arch), onp.float64)
+        w = onp.exp(onp.minimum(D_model - 1.0, 700.0))
+        g = gen_grad(params, x, eps, z_prior, u)
+        out.append({"D_data_median": float(onp.median(D_data)), "D_model_median": float(onp.median(D_model)),
+                    "D_model_max": float(D_model.max()), "w_mean": float(w.mean()),
+                    "w_ess": float(w.sum() ** 2 / max(onp.sum(w * w), 1e-300)),
+                    "grad_norm_decoder": norm(g["dec"]), "grad_norm_encoder": norm(g["enc"])})
+    return {k: float(onp.median([o[k] for o in out])) for k in out[0]}
 
 
 # ------------------------------------------------------------------ what the game optimises

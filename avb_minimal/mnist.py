@@ -238,6 +238,12 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
         res[kind] = r
         if json_path:                      # partial results survive an interrupted evaluation
             write_json(json_path, res)
+    for k in kinds:                        # where each BAVAE's game stands (cheap, always recomputed)
+        if k in BAVAE_KINDS:
+            from .bavae import game_diagnostics
+            res[k]["game_diagnostics"] = game_diagnostics(
+                models[k], x_train, arch, np.random.default_rng(20_000 + seed), cfgs[k].negatives,
+                reconstruction="adversary" if k == "bavae" else "exact")
     if figure and any(k in BAVAE_KINDS for k in kinds):
         from .plots import bavae_training_figure
         res["figure_bavae_training"] = bavae_training_figure(
@@ -299,4 +305,12 @@ def format_mnist(res):
     if any(k in res for k in BAVAE_KINDS):
         lines.append("  bavae: eq. (19) of seed 002; bavae_exact: eq. (6) + the exact reconstruction term "
                      "(ablation); both with AVB's architecture and settings.")
+    for k in BAVAE_KINDS:
+        d = res.get(k, {}).get("game_diagnostics")
+        if d:
+            lines.append(f"  {k} at the end (median of 3 training batches): decoder adversary D = "
+                         f"{d['D_data_median']:.4g} on data pairs, {d['D_model_median']:.4g} on model pairs "
+                         f"(max {d['D_model_max']:.4g}); w = exp(D(x', z) - 1): mean {d['w_mean']:.3g}, "
+                         f"ESS {d['w_ess']:.2f} of 100; |grad| decoder {d['grad_norm_decoder']:.3g}, "
+                         f"encoder {d['grad_norm_encoder']:.3g}")
     return "\n".join(lines)
