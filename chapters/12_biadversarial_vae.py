@@ -215,6 +215,10 @@ def mnist_section(args):
     print(f"BAVAE, every {cfg.log_every} iterations: the batch mean of w = exp(D(x', z) - 1), the weight of "
           "the decoder's gradient (1 on average at D = D*),\n  " + " ".join(f"{v:.2g}" for v in w) +
           f"\nand its effective sample size out of {cfg.batch}:\n  " + " ".join(f"{v:.1f}" for v in ess))
+    d = BV.game_diagnostics(models["bavae"], x_train, arch, np.random.default_rng(1), cfg.negatives)
+    print(f"at the end: the decoder adversary's D is {d['D_data_median']:.3g} on data pairs and "
+          f"{d['D_model_median']:.3g} on model pairs (median); |grad| of the decoder {d['grad_norm_decoder']:.3g}, "
+          f"of the encoder {d['grad_norm_encoder']:.3g}")
     typical, ess_typical = float(np.median(w)), float(np.median(ess))
     assert typical < 0.05 and ess_typical < 5, (w, ess)
     gap = res["bavae_exact"]["ais_log_likelihood"] - res["bavae"]["ais_log_likelihood"]
