@@ -40,7 +40,7 @@ import autograd.numpy as np
 import numpy as onp
 from autograd import grad
 from autograd.tracer import getval
-from scipy.special import expit
+from scipy.special import expit, logsumexp
 
 from . import evaluate as E
 from . import models as M
@@ -86,7 +86,7 @@ def adversary_D_all_pairs(adv, x, z, arch):
 def sample_decoder(logits, u):
     """x' ~ p_theta(x'|z): Bernoulli(sigmoid(l)) from uniforms u, no gradient.  (B, D) -> (B, D)."""
     l = onp.asarray(getval(logits))
-    return (u < expit(l)).astype(l.dtype)                              # u in [0, 1): no log(0)
+    return (u < expit(l)).astype(l.dtype)          # no log(0); u rounded to 1.0 in float32 gives 0
 
 
 RECONSTRUCTION = ("adversary", "exact")
@@ -147,7 +147,7 @@ def bavae_losses(params, x, eps, z_prior, u, arch, negatives="pairs", aux=None, 
         aux["loglik"] = float(onp.mean(getval(bernoulli_loglik(x, getval(logits)))))
         if reconstruction == "adversary":    # the decoder's score-function gradient is scaled by w
             aux["w_model"] = float(onp.mean(w0))          # E exp(D(x', z) - 1), 1 at D = D* on average
-            aux["w_ess"] = float(onp.sum(w0) ** 2 / max(onp.sum(w0 * w0), 1e-300))   # of B; 0: all underflow
+            aux["w_ess"] = effective_sample_size(w0)      # of B; 0 when every w underflows
     return gen, adv, adv_dec
 
 
@@ -178,6 +178,13 @@ def init_states(params):
     return dict(_init_avb_states("avb", params), adv_dec=adam_init(params["adv_dec"]))
 
 
+def effective_sample_size(w):
+    """(sum w)^2 / sum w^2 of non-negative weights, in float64; 0 if they are all 0."""
+    w = onp.asarray(w, onp.float64)
+    s2 = float(onp.sum(w * w))
+    return float(onp.sum(w) ** 2 / s2) if s2 > 0 else 0.0
+
+
 def sample_step_noise(rng, arch, batch):
     """(eps, z_prior, u) for one step."""
     eps = M.sample_noise(rng, "avb", arch, batch)                               # (B, eps_dim)
@@ -187,7 +194,8 @@ def sample_step_noise(rng, arch, batch):
 
 
 def _save(path, arch, cfg, params, states, it, rng, history, wall, reconstruction):
-    meta = {"kind": KIND, "reconstruction": reconstruction, "arch": arch.to_dict(), "config": asdict(cfg),
+    meta = {"kind": KIND, "reconstruction": reconstruction, "exp_cap": O.EXP_CAP, "arch": arch.to_dict(),
+            "config": asdict(cfg),
             "iteration": it,
             "rng_state": rng.bit_generator.state, "history": history, "wall_seconds": wall,
             "opt_t": {k: s["t"] for k, s in states.items()}}
@@ -195,11 +203,14 @@ def _save(path, arch, cfg, params, states, it, rng, history, wall, reconstructio
 
 
 def _resume(path, arch, params, states, reconstruction):
-    """`train._resume` (kind, architecture, optimiser states, rng) after the one check of
-    its own: the checkpoint's reconstruction mode."""
+    """`train._resume` (kind, architecture, optimiser states, rng) after the checks of its own:
+    the checkpoint's reconstruction mode and exp cap (`objectives.exp_linear`)."""
     meta = read_meta(path)
     if meta.get("kind") == KIND and meta.get("reconstruction", "adversary") != reconstruction:
         raise ValueError(f"checkpoint {path!r} was trained with reconstruction={meta.get('reconstruction')!r}")
+    if meta.get("exp_cap", O.EXP_CAP) != O.EXP_CAP:
+        raise ValueError(f"checkpoint {path!r} was trained with objectives.EXP_CAP = {meta['exp_cap']}, "
+                         f"not {O.EXP_CAP}")
     return _resume_checkpoint(path, KIND, arch, params, states)
 
 
@@ -228,9 +239,11 @@ def train_bavae(data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=No
     for it in range(start, cfg.iters):
         x = sample_batch(rng, data, cfg.batch)                              # (B, D)
         eps, z_prior, u = sample_step_noise(rng, arch, cfg.batch)
-        new_params, states, aux = step(params, states, x, eps, z_prior, u, cfg.lr_scale(it))
+        # dict(states): the step returns new moments, so `states` stays the last good one
+        new_params, new_states, aux = step(params, dict(states), x, eps, z_prior, u, cfg.lr_scale(it))
         bad = [k for k, v in aux.items() if not math.isfinite(v)]
-        if not bad and it % cfg.log_every == 0:
+        saving = checkpoint is not None and ((it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iters)
+        if not bad and (it % cfg.log_every == 0 or saving):
             bad = [p for p, a in tree_leaves(new_params) if not onp.all(onp.isfinite(a))][:1]
         if bad:
             msg = f"{KIND}: non-finite values ({', '.join(bad)}) at iteration {it}"
@@ -239,7 +252,7 @@ def train_bavae(data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=No
                       reconstruction)
                 msg += f"; the last good parameters are in {checkpoint}"
             raise TrainingDiverged(msg)
-        params, done = new_params, it + 1
+        params, states, done = new_params, new_states, it + 1
         if done % cfg.log_every == 0 or done == cfg.iters:
             entry = {"iteration": done, "wall_seconds": time.perf_counter() - t0, **aux}
             if eval_fn is not None and eval_every and (done % eval_every == 0 or done == cfg.iters):
@@ -289,9 +302,10 @@ def game_diagnostics(params, data, arch, rng, negatives="all_pairs", batch=100, 
     the decoder adversary's D on data pairs (x, z ~ q(z|x)) and on model pairs (x' ~ p(x'|z), z),
     w = exp(D(x', z) - 1) (batch mean and effective sample size (sum w)^2 / sum w^2), and the
     norms of the encoder's and decoder's gradients of the loss it trains with (eq. 19, or the
-    ablation's).  At D = D*, E[w] = 1; w = 0 (ESS 0: every weight underflows) means the
-    decoder's gradient from eq. (14) is exactly zero.  -> dict of floats (medians over the
-    batches)."""
+    ablation's).  At D = D*, E[w] = 1.  w_mean and w_ess are computed from log w = D - 1 with the
+    exact exp (no cap, no underflow), so the ESS is that of the exact weights even where every
+    float32 w of training is 0 (and the decoder's gradient from eq. (14) exactly zero).
+    -> dict of floats (medians over the batches, and batch, n_batches)."""
     from .nn import tree_leaves
 
     def norm(tree):
@@ -305,13 +319,14 @@ def game_diagnostics(params, data, arch, rng, negatives="all_pairs", batch=100, 
         x_model = sample_decoder(M.decoder_logits(params["dec"], z, arch), u)
         D_data = onp.asarray(adversary_D(params["adv_dec"], x, z, arch), onp.float64)
         D_model = onp.asarray(adversary_D(params["adv_dec"], x_model, z, arch), onp.float64)
-        w = onp.exp(onp.minimum(D_model - 1.0, 700.0))
+        a = D_model - 1.0                                                   # log w, exact exp
         g = gen_grad(params, x, eps, z_prior, u)
         out.append({"D_data_median": float(onp.median(D_data)), "D_model_median": float(onp.median(D_model)),
-                    "D_model_max": float(D_model.max()), "w_mean": float(w.mean()),
-                    "w_ess": float(w.sum() ** 2 / max(onp.sum(w * w), 1e-300)),
+                    "D_model_max": float(D_model.max()),
+                    "w_mean": float(onp.exp(min(logsumexp(a) - math.log(len(a)), 700.0))),
+                    "w_ess": float(onp.exp(2 * logsumexp(a) - logsumexp(2 * a))),     # scale-free
                     "grad_norm_decoder": norm(g["dec"]), "grad_norm_encoder": norm(g["enc"])})
-    return {k: float(onp.median([o[k] for o in out])) for k in out[0]}
+    return dict({k: float(onp.median([o[k] for o in out])) for k in out[0]}, batch=batch, n_batches=n_batches)
 
 
 # ------------------------------------------------------------------ what the game optimises

@@ -308,9 +308,9 @@ def format_mnist(res):
     for k in BAVAE_KINDS:
         d = res.get(k, {}).get("game_diagnostics")
         if d:
-            lines.append(f"  {k} at the end (median of 3 training batches): decoder adversary D = "
+            lines.append(f"  {k} at the end (median of {d['n_batches']} training batches): decoder adversary D = "
                          f"{d['D_data_median']:.4g} on data pairs, {d['D_model_median']:.4g} on model pairs "
                          f"(max {d['D_model_max']:.4g}); w = exp(D(x', z) - 1): mean {d['w_mean']:.3g}, "
-                         f"ESS {d['w_ess']:.2f} of 100; |grad| decoder {d['grad_norm_decoder']:.3g}, "
+                         f"ESS {d['w_ess']:.2f} of {d['batch']}; |grad| decoder {d['grad_norm_decoder']:.3g}, "
                          f"encoder {d['grad_norm_encoder']:.3g}")
     return "\n".join(lines)

@@ -183,14 +183,16 @@ def train(kind, data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=No
         x = sample_batch(rng, data, B)                                     # (B, D)
         noise = M.sample_noise(rng, kind, arch, B)
         z_neg = rng.standard_normal((B, arch.z_dim)).astype(np.float32)    # z ~ p(z) or eta ~ N(0, I)
-        new_params, states, aux = step(params, states, x, noise, z_neg, scale)
+        # dict(states): the readable step returns new moments, so `states` stays the last good one
+        new_params, new_states, aux = step(params, dict(states), x, noise, z_neg, scale)
         for _ in range(cfg.adv_steps - 1 if adv_step is not None else 0):
             x2 = sample_batch(rng, data, B)
             n2 = M.sample_noise(rng, kind, arch, B)
             zn2 = rng.standard_normal((B, arch.z_dim)).astype(np.float32)
-            new_params, states = adv_step(new_params, states, x2, n2, zn2, scale)
+            new_params, new_states = adv_step(new_params, new_states, x2, n2, zn2, scale)
         bad = [k for k, v in aux.items() if not math.isfinite(v)]
-        if bad or (it % cfg.log_every == 0 and _check_finite_tree("params", new_params)):
+        saving = checkpoint is not None and ((it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iters)
+        if bad or ((it % cfg.log_every == 0 or saving) and _check_finite_tree("params", new_params)):
             what = bad or [_check_finite_tree("params", new_params)]
             msg = f"{kind}: non-finite values ({', '.join(what)}) at iteration {it}"
             if checkpoint is not None and _check_finite_tree("params", params):
@@ -202,7 +204,7 @@ def train(kind, data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=No
                       time.perf_counter() - t0)
                 msg += f"; the last good parameters are in {checkpoint}"
             raise TrainingDiverged(msg)
-        params = new_params
+        params, states = new_params, new_states
         last = aux
         done = it + 1
         if done % cfg.log_every == 0 or done == cfg.iters:

@@ -169,7 +169,7 @@ def test_decoder_adversary_learns_eq_16(trained_adversaries):
 
 
 # ------------------------------------------------------------------ training loop
-def test_train_resumes_exactly_and_rejects_bad_settings(tmp_path):
+def test_train_resumes_exactly_and_rejects_bad_settings(tmp_path, monkeypatch):
     arch = M.Arch(hidden=(16,), adv_hidden=(16,), adv_dim=16, eps_dim=4)
     cfg = TrainConfig(iters=30, batch=32, log_every=10, checkpoint_every=20, negatives="all_pairs")
     p_full, info = BV.train_bavae(four_points(), arch, cfg, seed=2)
@@ -187,6 +187,11 @@ def test_train_resumes_exactly_and_rejects_bad_settings(tmp_path):
     with pytest.raises(ValueError, match="another architecture"):
         BV.train_bavae(four_points(), M.Arch(hidden=(8,), adv_hidden=(16,), adv_dim=16, eps_dim=4), cfg,
                        checkpoint=ck)
+    with pytest.raises(ValueError, match="reconstruction='adversary'"):
+        BV.train_bavae(four_points(), arch, cfg, checkpoint=ck, reconstruction="exact")
+    monkeypatch.setattr(BV.O, "EXP_CAP", 20.0)           # trained with another cap: not resumed
+    with pytest.raises(ValueError, match="EXP_CAP = 15.0"):
+        BV.train_bavae(four_points(), arch, cfg, checkpoint=ck)
 
 
 def test_mnist_shaped_data_trains(rng):
@@ -228,3 +233,21 @@ def test_table1_accepts_bavae_and_names_the_valid_models():
         _table1_models("vae,gan")
     with pytest.raises(ValueError, match="bavae"):
         table1(kinds=("gan",))
+
+
+def test_training_goes_on_when_every_decoder_weight_underflows(monkeypatch):
+    """On MNIST the decoder adversary soon puts D(x', z) below -100 on every model pair, so every
+    float32 weight w = exp(D - 1) of the score-function gradient is 0: training must go on (the
+    decoder's gradient from eq. 14 is then exactly zero) and report w_ess = 0, not NaN."""
+    real = BV.adversary_D
+    monkeypatch.setattr(BV, "adversary_D", lambda adv, x, z, arch: real(adv, x, z, arch) - 120.0)
+    arch = M.Arch(x_dim=6, z_dim=2, hidden=(8,), adv_hidden=(8,), adv_dim=4, eps_dim=3)
+    data = (np.random.default_rng(0).random((40, 6)) < 0.5).astype(np.float32)
+    cfg = TrainConfig(iters=4, batch=10, log_every=1, checkpoint_every=4)
+    params, info = BV.train_bavae(data, arch, cfg, seed=0)
+    last = info["history"][-1]
+    assert last["w_model"] == 0.0 and last["w_ess"] == 0.0
+    d = BV.game_diagnostics(params, data, arch, np.random.default_rng(1), "pairs", batch=10, n_batches=2)
+    assert d["grad_norm_decoder"] == 0.0 and d["grad_norm_encoder"] > 0
+    assert d["D_model_median"] < -100 and 1 <= d["w_ess"] <= 10        # exact weights: finite, >= 1
+    assert BV.effective_sample_size([0.0, 0.0]) == 0.0 and BV.effective_sample_size([1.0, 1.0, 0.0]) == 2.0

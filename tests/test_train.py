@@ -54,11 +54,13 @@ def test_nan_stops_with_a_clear_message_and_keeps_last_good(tmp_path, monkeypatc
 
     monkeypatch.setattr(T, "make_step", poisoned)
     with pytest.raises(T.TrainingDiverged, match="iteration 6.*last good parameters"):
-        T.train("avb", four_points(), ARCH, T.TrainConfig(iters=20, batch=16), seed=0, checkpoint=ck)
+        T.train("avb", four_points(), ARCH, T.TrainConfig(iters=20, batch=16, step="readable"), seed=0,
+                checkpoint=ck)
     params = T.load_params(ck, "avb", ARCH)
     assert all(np.all(np.isfinite(a)) for a in tree_flatten(params))
     _, meta = load_checkpoint(ck, {})
     assert meta["iteration"] == 6
+    assert meta["opt_t"] == {"gen": 6, "adv": 6}      # the optimiser state of those parameters, too
 
 
 def test_weights_turned_nan_in_place_leave_the_last_checkpoint_alone(tmp_path, monkeypatch):
