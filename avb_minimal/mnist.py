@@ -185,10 +185,12 @@ def evaluate_mnist(params, kind, x, arch, rng, ais_steps=1000, ais_chains=5, lea
 def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="runs/mnist",
                     kinds=M.KINDS, ais_examples=None, ais_steps=None, ais_chains=None, leapfrog=None,
                     seed=0, quiet=False, json_path=None, figure=True):
-    """Table 2 on binarized MNIST: train (or resume) VAE, AVB and AVB + AC on DATA/train.npz
-    and evaluate each on the first `ais_examples` rows of DATA/<split>.npz (.amat also
-    accepted; see data.dataset_file).  Returns the JSON-able results; writes them to
-    json_path (if given) and the figure of samples and reconstructions into out_dir."""
+    """Table 2 on binarized MNIST: train (or resume) each model of `kinds` (MNIST_KINDS) on
+    DATA/train.npz and evaluate it on the first `ais_examples` rows of DATA/<split>.npz (.amat
+    also accepted; see data.dataset_file).  Returns the JSON-able results; writes them to
+    json_path (if given) and the figures (samples and reconstructions; the BAVAE's training
+    logs) into out_dir.  A JSON written before with the same settings keeps its other models'
+    rows (and they are drawn too); one with other settings is moved aside, not overwritten."""
     import time
     from .data import data_dir, dataset_file, load_binary
     from .experiments import write_json
@@ -212,12 +214,19 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
                         "n_train": int(x_train.shape[0]), "n_eval": int(x_eval.shape[0]),
                         "arch": arch.to_dict(), "iterations": {k: cfgs[k].iters for k in kinds}, **ev},
            "paper_table2_8d": PAPER_TABLE2_8D}
-    done = _previous_results(json_path, res["settings"])
+    done, moved = _previous_results(json_path, res["settings"])
+    if moved:                              # said even with quiet: it is about the user's file
+        import sys
+        print(f"{json_path} held results for other settings: moved to {moved}", file=sys.stderr, flush=True)
+    models, histories = {}, {}
     for k in MNIST_KINDS:                  # other models' results in the same JSON are kept
         if k in done and k not in kinds:
             res[k] = done[k]
             res["settings"]["iterations"][k] = done[k]["trained_iterations"]
-    models, histories = {}, {}
+            if figure and os.path.exists(done[k].get("checkpoint") or ""):
+                models[k], histories[k] = load_mnist_model(k, done[k]["checkpoint"], arch)
+    done = {k: r for k, r in done.items()   # reuse an evaluation only of the checkpoint used now
+            if r.get("checkpoint") == checkpoint_path(out_dir, k, latent, quick)}
     for kind in kinds:
         params, info = train_mnist(kind, x_train, out_dir, latent, quick, seed, quiet)
         models[kind], histories[kind] = params, info["history"]
@@ -244,41 +253,63 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
             res[k]["game_diagnostics"] = game_diagnostics(
                 models[k], x_train, arch, np.random.default_rng(20_000 + seed), cfgs[k].negatives,
                 reconstruction="adversary" if k == "bavae" else "exact")
-    if figure and any(k in BAVAE_KINDS for k in kinds):
+    order = [k for k in MNIST_KINDS if k in models]          # the table's rows, in the table's order
+    if figure and any(k in BAVAE_KINDS for k in order):
         from .plots import bavae_training_figure
         res["figure_bavae_training"] = bavae_training_figure(
-            {k: h for k, h in histories.items() if k in BAVAE_KINDS},
+            {k: histories[k] for k in order if k in BAVAE_KINDS},
             os.path.join(out_dir, f"bavae_training_z{latent}{'_quick' if quick else ''}.png"))
     if figure:
         from .plots import mnist_figure
-        res["figure"] = mnist_figure(models, x_eval, arch, os.path.join(out_dir, f"mnist_z{latent}"
-                                     f"{'_quick' if quick else ''}.png"), seed=seed,
-                                     stats={k: f"AIS log p(x) = {res[k]['ais_log_likelihood']:.1f}"
-                                            for k in kinds})
+        res["figure"] = mnist_figure({k: models[k] for k in order}, x_eval, arch,
+                                     os.path.join(out_dir, f"mnist_z{latent}{'_quick' if quick else ''}.png"),
+                                     seed=seed, stats={k: f"AIS log p(x) = {res[k]['ais_log_likelihood']:.1f}"
+                                                       for k in order})
     if json_path:
         write_json(json_path, res)
     return res
 
 
 def _previous_results(json_path, settings):
-    """Per-model results already in json_path from a run with the same settings (the
-    model list aside) and models trained for as many iterations, so that an interrupted or
-    split evaluation resumes, and a run of other models adds to the table."""
+    """(rows, moved): the per-model results already in json_path from a run with the same
+    settings (the model list aside) and models trained for as many iterations, so that an
+    interrupted or split evaluation resumes and a run of other models adds to the table.
+    A JSON with model rows for other settings is renamed to <name>.previous-N.json (moved:
+    its new path), so that no evaluation is lost."""
     import json
     if not json_path or not os.path.exists(json_path):
-        return {}
+        return {}, None
     try:
         with open(json_path) as fh:
             old = json.load(fh)
     except (OSError, ValueError):
-        return {}
+        old = {}
+    rows = [k for k in MNIST_KINDS if isinstance(old.get(k), dict)]
     same = {k: v for k, v in settings.items() if k != "iterations"}
     prev = {k: v for k, v in old.get("settings", {}).items() if k != "iterations"}
     if json.loads(json.dumps(same)) != prev:
-        return {}
+        if not rows:
+            return {}, None
+        stem = os.path.splitext(json_path)[0]
+        n = 1
+        while os.path.exists(f"{stem}.previous-{n}.json"):
+            n += 1
+        os.replace(json_path, f"{stem}.previous-{n}.json")
+        return {}, f"{stem}.previous-{n}.json"
     iters = {k: settings["iterations"].get(k) or mnist_config(k, settings["quick"]).iters for k in MNIST_KINDS}
-    return {k: old[k] for k in MNIST_KINDS
-            if isinstance(old.get(k), dict) and old[k].get("trained_iterations") == iters[k]}
+    return {k: old[k] for k in rows if old[k].get("trained_iterations") == iters[k]}, None
+
+
+def load_mnist_model(kind, path, arch):
+    """(params, training history) of a model from its checkpoint."""
+    from .checkpoint import read_meta
+    if check_mnist_kind(kind) in BAVAE_KINDS:
+        from .bavae import load_bavae
+        params = load_bavae(path, arch)
+    else:
+        from .train import load_params
+        params = load_params(path, kind, arch)
+    return params, read_meta(path)["history"]
 
 
 PAPER_TABLE2_8D = {"vae": -90.9, "avb": -91.2, "avb_ac": -89.6}   # conv nets, AIS (paper, Table 2)

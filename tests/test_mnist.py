@@ -165,10 +165,18 @@ def test_an_evaluation_split_over_runs_reuses_what_is_done(tmp_path, rng, capsys
     assert added["vae"] == first["vae"] and added["avb"] == second["avb"] and "avb_ac" in added
     assert set(added["settings"]["iterations"]) == {"vae", "avb", "avb_ac"}
     assert "vae " in capsys.readouterr().out.split("AIS log p(x)")[-1]      # the table shows all three
-    # other settings: everything is evaluated again
+    # the figure shows every row of the table, read from the checkpoints of the kept ones
+    assert added["figure"].endswith("mnist_z8_quick.png") and os.path.exists(added["figure"])
+    # other settings: everything is evaluated again, and the old JSON is moved aside, not lost
     assert main(argv[:-2] + ["--leapfrog", "3", "--models", "vae"]) == 0
     third = json.loads(js.read_text())
     assert third["settings"]["leapfrog"] == 3 and "avb" not in third
+    kept = json.loads((tmp_path / "r.previous-1.json").read_text())
+    assert kept["avb_ac"] == added["avb_ac"] and "moved to" in capsys.readouterr().err
+    # another --out: the evaluation of another checkpoint is not reused
+    assert main(argv[:-2] + ["--leapfrog", "3", "--models", "vae", "--out", str(tmp_path / "run2")]) == 0
+    fourth = json.loads(js.read_text())
+    assert fourth["vae"]["checkpoint"].startswith(str(tmp_path / "run2"))
 
 
 def test_reproduce_mnist_trains_and_evaluates_the_biadversarial_vae(tmp_path, rng, capsys, monkeypatch):
