@@ -32,17 +32,24 @@ def _positive_int(name):
     return parse
 
 
+def _non_negative_int(name):
+    def parse(s):
+        try:
+            v = int(s)
+        except ValueError:
+            v = -1
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a non-negative integer (0: off), got {s!r}")
+        return v
+    return parse
+
+
 def _kinds_list(s, valid):
-    kinds = [k.strip() for k in s.split(",") if k.strip()]
+    kinds = list(dict.fromkeys(k.strip() for k in s.split(",") if k.strip()))     # no model twice
     bad = [k for k in kinds if k not in valid]
     if bad or not kinds:
         raise argparse.ArgumentTypeError(f"--models takes a comma list of {', '.join(valid)}; got {s!r}")
     return kinds
-
-
-def _models(s):
-    from .models import KINDS
-    return _kinds_list(s, KINDS)
 
 
 def _mnist_models(s):
@@ -80,7 +87,7 @@ def build_parser():
     t1.add_argument("--json", metavar="PATH", help="write the results as JSON here")
     t1.add_argument("--out", metavar="DIR", default="runs/table1",
                     help="checkpoints (runs resume from them) and figures go here (default: runs/table1)")
-    t1.add_argument("--curve-every", type=int, default=0, metavar="N",
+    t1.add_argument("--curve-every", type=_non_negative_int("--curve-every"), default=0, metavar="N",
                     help="record the exact log-likelihood every N iterations (0: off)")
     t1.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -95,13 +102,15 @@ def build_parser():
     es.add_argument("--out", metavar="DIR", default="runs/eight_schools", help="figures go here")
     es.add_argument("--quiet", action="store_true", help="no progress output")
 
-    mn = rsub.add_parser("mnist", help="Table 2: VAE, AVB, AVB+AC on binarized MNIST, AIS log-likelihood",
+    mn = rsub.add_parser("mnist", help="Table 2: VAE, AVB, AVB+AC (and the BAVAE) on binarized MNIST, AIS "
+                                       "log-likelihood",
                          description="Train (or resume from OUT's checkpoints) VAE, AVB and AVB + adaptive "
-                                     "contrast (noise-basis encoder, supplement III) with one decoder "
-                                     "architecture on DATA/train.npz, then evaluate each on the first "
-                                     "--ais-examples rows of DATA/<split>.npz: AIS log-likelihood, ELBO "
-                                     "(exact for the VAE; for AVB only the adversary's estimate "
-                                     "'elbo_from_T', which is not a bound) and reconstruction.")
+                                     "contrast (noise-basis encoder, supplement III), and on request the "
+                                     "Biadversarial VAE, with one decoder architecture on DATA/train.npz, then "
+                                     "evaluate each on the first --ais-examples rows of DATA/<split>.npz: AIS "
+                                     "log-likelihood, ELBO (exact for the VAE; for the others only the "
+                                     "adversary's estimate 'elbo_from_T', which is not a bound) and "
+                                     "reconstruction.")
     mn.add_argument("--data", metavar="DIR", default=None,
                     help="folder with train.npz and <split>.npz (key 'x', uint8 0/1, N x 784) or the "
                          "binarized_mnist_*.amat files (default: $AVB_DATA); nothing is downloaded")
@@ -179,7 +188,7 @@ def build_parser():
     tr.add_argument("--checkpoint", metavar="PATH", required=True,
                     help="checkpoint .npz: written atomically, resumed from if it exists")
     tr.add_argument("--quick", action="store_true", help="the quick Table 1 settings")
-    tr.add_argument("--curve-every", type=int, default=0, metavar="N",
+    tr.add_argument("--curve-every", type=_non_negative_int("--curve-every"), default=0, metavar="N",
                     help="record the exact log-likelihood every N iterations")
     tr.add_argument("--json", metavar="PATH", help="write the final evaluation (and curve) as JSON")
     tr.add_argument("--quiet", action="store_true")

@@ -1,4 +1,4 @@
-"""Binarized MNIST (sec. 5.2, Table 2): settings and training of the three models.
+"""Binarized MNIST (sec. 5.2, Table 2): settings, training and evaluation of the models.
 
 VAE, AVB and AVB + AC share one decoder architecture (MLP z -> 300 -> 300 -> 784
 Bernoulli logits), so that the comparison is one of inference models only.  The
@@ -42,7 +42,7 @@ def base_kind(kind):
 
 
 def mnist_arch(latent=8, quick=False):
-    """One architecture for the three kinds (each kind uses the parts it needs)."""
+    """One architecture for every model (each uses the parts it needs)."""
     if quick:
         return M.Arch(x_dim=X_DIM, z_dim=latent, hidden=(64, 64), adv_hidden=(64, 64), adv_dim=64,
                       adv_unary=True, eps_dim=16, n_basis=8)
@@ -174,7 +174,8 @@ def evaluate_mnist(params, kind, x, arch, rng, ais_steps=1000, ais_chains=5, lea
     else:
         res.update(elbo=None, elbo_from_T=float(er["elbo_from_T"].mean()), elbo_is_bound=False,
                    elbo_note="no tractable bound for an implicit q(z|x); elbo_from_T puts the "
-                             "adversary's T in place of log q - log p and is NOT a bound")
+                             + ("encoder adversary's D in place of log p - log q" if kind in BAVAE_KINDS
+                                else "adversary's T in place of log q - log p") + " and is NOT a bound")
     res.update(reconstruction=float(er["reconstruction"].mean()),
                pixel_error=float(er["pixel_error"].mean()),
                _seconds={"ais": a["seconds"], "elbo_and_reconstruction": t_elbo})
@@ -332,7 +333,8 @@ def format_mnist(res):
                      f"{elbo_t} {r['reconstruction']:8.2f} {r['pixel_error']:7.4f} {r['ais_ess_mean']:5.2f} "
                      f"{r['wall_seconds']['train']:8.0f} {r['wall_seconds']['ais']:7.0f}  "
                      f"{PAPER_TABLE2_8D.get(k, '') if s['latent'] == 8 else ''}")
-    lines.append("* ELBO from T: the adversary's estimate, not a bound (AVB has no tractable ELBO).")
+    lines.append("* ELBO from T: the adversary's estimate (BAVAE: its encoder adversary's D), not a bound: "
+                 "an implicit q(z|x) has no tractable ELBO.")
     if any(k in res for k in BAVAE_KINDS):
         lines.append("  bavae: eq. (19) of seed 002; bavae_exact: eq. (6) + the exact reconstruction term "
                      "(ablation); both with AVB's architecture and settings.")

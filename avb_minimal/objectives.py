@@ -179,7 +179,12 @@ def exp_linear(d, cap=EXP_CAP):
     on a negative sample can swing past 88 during training, where float32 exp overflows and
     the gradient e^d blows up Adam's second moment.  The tangent keeps the function convex,
     increasing and C^1, so the pointwise optimum d* is unchanged wherever d* <= cap
-    (everywhere on the 4-point data and the Gaussian tests); the gradient is at most e^cap."""
+    (everywhere on the 4-point data and the Gaussian tests); the gradient is at most e^cap.
+    The price: where the density ratio inside the exp exceeds e^cap, a d - b f(d) grows without
+    bound (slope a - b e^cap > 0), so the adversary's objective has no maximum there and its
+    value is no longer an estimate of the KL.  On binarized MNIST such points exist (an 8-d
+    posterior is sharper than e^15 against the prior), and the trained adversaries' values run
+    off (README, the Biadversarial VAE on MNIST)."""
     below = d < cap
     return np.where(below, np.exp(np.where(below, d, 0.0)), math.exp(cap) * (1.0 + d - cap))
 

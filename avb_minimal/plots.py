@@ -93,7 +93,8 @@ def bavae_training_figure(histories, path):
     17; symlog axis); and w_model, the batch mean of exp(D(x', z) - 1) that weights the
     decoder's score-function gradient (1 in expectation at D = D*).  histories: {kind: [dict]}."""
     panels = [("loglik", "batch mean log p(x|z), z ~ q(z|x)", "linear"),
-              (("kl_encoder", "kl_decoder"), "adversaries' KL estimates (eq. 9: -, eq. 17: --)", "symlog"),
+              (("kl_encoder", "kl_decoder"), "adversaries' values (KL estimates at D*; eq. 6: -, eq. 14: --)",
+               "symlog"),
               ("w_model", "w = mean exp(D(x', z) - 1) (1 at D*; 0 drawn at 1e-30)", "log")]
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for j, (kind, hist) in enumerate(histories.items()):

@@ -29,8 +29,8 @@ What you will learn
 - on binarized MNIST (if the files are found, as in chapter 13): why eq. (14)'s decoder gradient
   starves, measured by AIS.
 
-Run:  python chapters/12_biadversarial_vae.py            (~40 s on 2 CPU cores)
-      python chapters/12_biadversarial_vae.py --quick    (seconds; the test suite)
+Run:  python chapters/12_biadversarial_vae.py            (a few minutes on 2 CPU cores with MNIST)
+      python chapters/12_biadversarial_vae.py --quick    (~35 s with MNIST; the test suite)
       python chapters/12_biadversarial_vae.py --full     (longer training, a few minutes)
 """
 import dataclasses
@@ -224,7 +224,7 @@ def mnist_section(args):
     gap = res["bavae_exact"]["ais_log_likelihood"] - res["bavae"]["ais_log_likelihood"]
     assert gap > 20, gap
     print(f"checks: the median batch mean of w is {typical:.2g} and its median ESS {ess_typical:.1f} samples: "
-          f"the decoder's gradient is starved, and carried by a sample or two; with eq. (14) replaced by the exact term the same code gains {gap:.0f} nats of AIS "
+          f"the decoder's gradient is starved, and carried by a few samples; with eq. (14) replaced by the exact term the same code gains {gap:.0f} nats of AIS "
           "log-likelihood  [ok]")
     path = os.path.join(args.out, "12_biadversarial_vae_mnist.png")
     mnist_figure(models, x_eval, arch, path, seed=args.seed,

@@ -67,3 +67,19 @@ def test_train_resumes_and_rejects_a_foreign_checkpoint(tmp_path, capsys):
     assert out["log_likelihood"] < 0 and "elbo_adversary" in out
     assert main(["train", "--model", "bavae", "--quick", "--iters", "20", "--checkpoint", str(ck), "--quiet"]) == 2
     assert "holds a 'vae' model, not 'bavae'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--checkpoint", "x.npz", "--curve-every", "-5"], "--curve-every must be a non-negative integer"),
+    (["reproduce", "table1", "--curve-every", "often"], "--curve-every must be a non-negative integer"),
+    (["reproduce", "mnist", "--models", "avb,bavea"], "vae, avb, avb_ac, bavae, bavae_exact"),
+])
+def test_bad_numbers_and_model_names_are_named(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_a_model_named_twice_runs_once():
+    from avb_minimal.__main__ import _mnist_models
+    assert _mnist_models("vae,avb,vae") == ["vae", "avb"]
