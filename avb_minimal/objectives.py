@@ -172,8 +172,9 @@ def fgan_discriminator_loss(T_pos, T_neg):
 EXP_CAP = 15.0
 
 
-def exp_linear(d, cap=EXP_CAP):
+def exp_linear(d, cap=None):
     """exp(d) for d <= cap, continued by its tangent line beyond: e^cap (1 + d - cap).
+    cap None: EXP_CAP, read at call time (set it to math.inf for the plain exp of the paper).
 
     Used in place of exp in the two BAVAE losses.  On binarized MNIST an adversary's value
     on a negative sample can swing past 88 during training, where float32 exp overflows and
@@ -185,6 +186,9 @@ def exp_linear(d, cap=EXP_CAP):
     value is no longer an estimate of the KL.  On binarized MNIST such points exist (an 8-d
     posterior is sharper than e^15 against the prior), and the trained adversaries' values run
     off (README, the Biadversarial VAE on MNIST)."""
+    cap = EXP_CAP if cap is None else cap                  # read at call time: can be set to inf
+    if math.isinf(cap):                                     # objectives.EXP_CAP = math.inf: plain exp
+        return np.exp(d)
     below = d < cap
     return np.where(below, np.exp(np.where(below, d, 0.0)), math.exp(cap) * (1.0 + d - cap))
 

@@ -172,6 +172,14 @@ def test_optimal_values_estimate_the_stated_divergences(gaussian_fits):
     assert O.get_objective("seed003").from_value is None
 
 
+def test_exp_linear_with_an_infinite_cap_is_the_papers_exp(monkeypatch):
+    from autograd import elementwise_grad
+    monkeypatch.setattr(O, "EXP_CAP", np.inf)
+    d = np.array([-3.0, 20.0, 100.0])
+    np.testing.assert_allclose(O.exp_linear(d), np.exp(d), rtol=1e-12)
+    np.testing.assert_allclose(elementwise_grad(O.exp_linear)(d), np.exp(d), rtol=1e-12)
+
+
 def test_exp_linear_is_exp_below_the_cap_and_its_tangent_above():
     """The BAVAE losses' exp: exact up to EXP_CAP, then the tangent line (C^1, convex), so
     an adversary's value of 100 on a negative sample gives a finite loss and gradient."""
