@@ -33,8 +33,6 @@ if the two are swapped.
 """
 import math
 import os
-import time
-from dataclasses import asdict
 
 import autograd.numpy as np
 import numpy as onp
@@ -45,15 +43,15 @@ from scipy.special import expit, logsumexp
 from . import evaluate as E
 from . import models as M
 from . import objectives as O
-from .checkpoint import load_checkpoint, read_meta, save_checkpoint
+from .checkpoint import load_checkpoint, read_meta
 from .data import check_binary_data, sample_batch
 from .distributions import bernoulli_loglik
 from .nn import get_activation, resnet, stop_gradient, tree_leaves
 from .ops import inner_product_all_pairs, inner_product_rows
 from .optim import Adam, adam_init, adam_step
-from .progress import Progress
-from .train import TrainConfig, TrainingDiverged, _state_trees
+from .train import TrainConfig, run_training
 from .train import _resume as _resume_checkpoint
+from .train import _save as _save_checkpoint
 from .train import init_states as _init_avb_states
 
 KIND = "bavae"
@@ -193,15 +191,6 @@ def sample_step_noise(rng, arch, batch):
     return eps, z_prior, u
 
 
-def _save(path, arch, cfg, params, states, it, rng, history, wall, reconstruction):
-    meta = {"kind": KIND, "reconstruction": reconstruction, "exp_cap": O.EXP_CAP, "arch": arch.to_dict(),
-            "config": asdict(cfg),
-            "iteration": it,
-            "rng_state": rng.bit_generator.state, "history": history, "wall_seconds": wall,
-            "opt_t": {k: s["t"] for k, s in states.items()}}
-    save_checkpoint(path, dict(params=params, **_state_trees(states)), meta)
-
-
 def _resume(path, arch, params, states, reconstruction):
     """`train._resume` (kind, architecture, optimiser states, rng) after the checks of its own:
     the checkpoint's reconstruction mode and exp cap (`objectives.exp_linear`)."""
@@ -234,35 +223,18 @@ def train_bavae(data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=No
     if checkpoint is not None and os.path.exists(checkpoint):
         params, states, start, history, wall0, rng = _resume(checkpoint, arch, params, states, reconstruction)
     step = make_bavae_step(arch, cfg, reconstruction)
-    prog = Progress(cfg.iters, desc or KIND, quiet)
-    t0 = time.perf_counter() - wall0
-    for it in range(start, cfg.iters):
+
+    def one_step(params, states, it):
         x = sample_batch(rng, data, cfg.batch)                              # (B, D)
         eps, z_prior, u = sample_step_noise(rng, arch, cfg.batch)
-        # dict(states): the step returns new moments, so `states` stays the last good one
-        new_params, new_states, aux = step(params, dict(states), x, eps, z_prior, u, cfg.lr_scale(it))
-        bad = [k for k, v in aux.items() if not math.isfinite(v)]
-        saving = checkpoint is not None and ((it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iters)
-        if not bad and (it % cfg.log_every == 0 or saving):
-            bad = [p for p, a in tree_leaves(new_params) if not onp.all(onp.isfinite(a))][:1]
-        if bad:
-            msg = f"{KIND}: non-finite values ({', '.join(bad)}) at iteration {it}"
-            if checkpoint is not None:
-                _save(checkpoint, arch, cfg, params, states, it, rng, history, time.perf_counter() - t0,
-                      reconstruction)
-                msg += f"; the last good parameters are in {checkpoint}"
-            raise TrainingDiverged(msg)
-        params, states, done = new_params, new_states, it + 1
-        if done % cfg.log_every == 0 or done == cfg.iters:
-            entry = {"iteration": done, "wall_seconds": time.perf_counter() - t0, **aux}
-            if eval_fn is not None and eval_every and (done % eval_every == 0 or done == cfg.iters):
-                entry.update(eval_fn(params))
-            history.append(entry)
-        if checkpoint is not None and (done % cfg.checkpoint_every == 0 or done == cfg.iters):
-            _save(checkpoint, arch, cfg, params, states, done, rng, history, time.perf_counter() - t0,
-                  reconstruction)
-        prog.update(done, **{k: v for k, v in aux.items() if k in ("kl_encoder", "kl_decoder", "w_model")})
-    return params, {"history": history, "wall_seconds": time.perf_counter() - t0, "iterations": cfg.iters}
+        return step(params, states, x, eps, z_prior, u, cfg.lr_scale(it))
+
+    def save(params, states, it, history, wall):
+        _save_checkpoint(checkpoint, KIND, arch, cfg, params, states, it, rng, history, wall,
+                         reconstruction=reconstruction, exp_cap=O.EXP_CAP)
+
+    return run_training(one_step, save, params, states, cfg, start, history, wall0, checkpoint,
+                        desc or KIND, quiet, eval_fn, eval_every, ("kl_encoder", "kl_decoder", "w_model"))
 
 
 def load_bavae(path, arch):
@@ -306,8 +278,6 @@ def game_diagnostics(params, data, arch, rng, negatives="all_pairs", batch=100, 
     exact exp (no cap, no underflow), so the ESS is that of the exact weights even where every
     float32 w of training is 0 (and the decoder's gradient from eq. (14) exactly zero).
     -> dict of floats (medians over the batches, and batch, n_batches)."""
-    from .nn import tree_leaves
-
     def norm(tree):
         return float(onp.sqrt(sum(onp.sum(onp.asarray(a, onp.float64) ** 2) for _, a in tree_leaves(tree))))
     gen_grad = grad(lambda p, *a: bavae_losses(p, *a, arch, negatives, reconstruction=reconstruction)[0])

@@ -192,7 +192,6 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
     json_path (if given) and the figures (samples and reconstructions; the BAVAE's training
     logs) into out_dir.  A JSON written before with the same settings keeps its other models'
     rows (and they are drawn too); one with other settings is moved aside, not overwritten."""
-    import time
     from .data import data_dir, dataset_file, load_binary
     from .experiments import write_json
     folder = data_dir(data)

@@ -147,11 +147,63 @@ def _state_trees(states):
     return {f"opt_{k}_{part}": s[part] for k, s in states.items() for part in ("m", "v")}
 
 
-def _save(path, kind, arch, cfg, params, states, it, rng, history, wall):
-    meta = {"kind": kind, "arch": arch.to_dict(), "config": asdict(cfg), "iteration": it,
+def _save(path, kind, arch, cfg, params, states, it, rng, history, wall, **extra):
+    """The checkpoint: parameters, optimiser moments, and meta (extra: more meta keys)."""
+    meta = {"kind": kind, **extra, "arch": arch.to_dict(), "config": asdict(cfg), "iteration": it,
             "rng_state": rng.bit_generator.state, "history": history, "wall_seconds": wall,
             "opt_t": {k: s["t"] for k, s in states.items()}}
     save_checkpoint(path, dict(params=params, **_state_trees(states)), meta)
+
+
+def run_training(one_step, save, params, states, cfg, start=0, history=None, wall0=0.0, checkpoint=None,
+                 label="", quiet=True, eval_fn=None, eval_every=0, progress_keys=()):
+    """The outer loop of Algorithm 1 that `train` and `bavae.train_bavae` share.
+
+    one_step(params, states, it) -> (new_params, new_states, aux floats) draws the batch and
+    noise and takes one step; it gets a copy of the `states` dict, so that the readable step
+    (which returns new moments) leaves the last good state as it was.  save(params, states,
+    it, history, wall) writes the checkpoint (every cfg.checkpoint_every iterations and at
+    the end, if `checkpoint` is given).  A loss (aux) that is NaN/inf, or weights that are,
+    stop the run with TrainingDiverged: the last good parameters are saved with their
+    optimiser state, or, if the step updated them in place (the fast path), the last
+    checkpoint is left as it was.  Returns (params, info) as `train`."""
+    history = [] if history is None else history
+    prog = Progress(cfg.iters, label, quiet)
+    t0 = time.perf_counter() - wall0
+    eval_s = history[-1].get("eval_seconds", 0.0) if history else 0.0   # evaluation time so far
+    last = {}
+    for it in range(start, cfg.iters):
+        new_params, new_states, aux = one_step(params, dict(states), it)
+        bad = [k for k, v in aux.items() if not math.isfinite(v)]
+        saving = checkpoint is not None and ((it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iters)
+        if not bad and (it % cfg.log_every == 0 or saving):
+            bad = [b for b in [_check_finite_tree("params", new_params)] if b]
+        if bad:
+            msg = f"{label}: non-finite values ({', '.join(bad)}) at iteration {it}"
+            if checkpoint is not None and _check_finite_tree("params", params):
+                # the fast step updates in place: no good parameters of this iteration to save
+                msg += (f"; {checkpoint} keeps the last checkpoint written before" if os.path.exists(checkpoint)
+                        else "; no checkpoint had been written yet")
+            elif checkpoint is not None:
+                save(params, states, it, history, time.perf_counter() - t0)
+                msg += f"; the last good parameters are in {checkpoint}"
+            raise TrainingDiverged(msg)
+        params, states, last = new_params, new_states, aux
+        done = it + 1
+        if done % cfg.log_every == 0 or done == cfg.iters:
+            wall = time.perf_counter() - t0
+            entry = {"iteration": done, "wall_seconds": wall, "train_seconds": wall - eval_s, **aux}
+            if eval_fn is not None and eval_every and (done % eval_every == 0 or done == cfg.iters):
+                te = time.perf_counter()
+                entry.update(eval_fn(params))
+                eval_s += time.perf_counter() - te
+            entry["eval_seconds"] = eval_s     # train_seconds = wall_seconds - evaluation before it
+            history.append(entry)
+        if checkpoint is not None and (done % cfg.checkpoint_every == 0 or done == cfg.iters):
+            save(params, states, done, history, time.perf_counter() - t0)
+        prog.update(done, **{k: v for k, v in last.items() if k in progress_keys})
+    return params, {"history": history, "wall_seconds": time.perf_counter() - t0,
+                    "iterations": cfg.iters}
 
 
 def train(kind, data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=None,
@@ -174,54 +226,26 @@ def train(kind, data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=No
         params, states, start, history, wall0, rng = _resume(checkpoint, kind, arch, params, states)
     step = make_step(kind, arch, cfg)
     adv_step = make_adversary_step(kind, arch, cfg) if kind != "vae" and cfg.adv_steps > 1 else None
-    prog = Progress(cfg.iters, desc or kind, quiet)
-    t0 = time.perf_counter() - wall0
-    eval_s = history[-1].get("eval_seconds", 0.0) if history else 0.0   # evaluation time so far
-    B, last = cfg.batch, {}
-    for it in range(start, cfg.iters):
+    B = cfg.batch
+
+    def one_step(params, states, it):
         scale = cfg.lr_scale(it)
         x = sample_batch(rng, data, B)                                     # (B, D)
         noise = M.sample_noise(rng, kind, arch, B)
         z_neg = rng.standard_normal((B, arch.z_dim)).astype(np.float32)    # z ~ p(z) or eta ~ N(0, I)
-        # dict(states): the readable step returns new moments, so `states` stays the last good one
-        new_params, new_states, aux = step(params, dict(states), x, noise, z_neg, scale)
+        params, states, aux = step(params, states, x, noise, z_neg, scale)
         for _ in range(cfg.adv_steps - 1 if adv_step is not None else 0):
             x2 = sample_batch(rng, data, B)
             n2 = M.sample_noise(rng, kind, arch, B)
             zn2 = rng.standard_normal((B, arch.z_dim)).astype(np.float32)
-            new_params, new_states = adv_step(new_params, new_states, x2, n2, zn2, scale)
-        bad = [k for k, v in aux.items() if not math.isfinite(v)]
-        saving = checkpoint is not None and ((it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iters)
-        if bad or ((it % cfg.log_every == 0 or saving) and _check_finite_tree("params", new_params)):
-            what = bad or [_check_finite_tree("params", new_params)]
-            msg = f"{kind}: non-finite values ({', '.join(what)}) at iteration {it}"
-            if checkpoint is not None and _check_finite_tree("params", params):
-                # the fast step updates in place: no good parameters of this iteration to save
-                msg += (f"; {checkpoint} keeps the last checkpoint written before" if os.path.exists(checkpoint)
-                        else "; no checkpoint had been written yet")
-            elif checkpoint is not None:
-                _save(checkpoint, kind, arch, cfg, params, states, it, rng, history,
-                      time.perf_counter() - t0)
-                msg += f"; the last good parameters are in {checkpoint}"
-            raise TrainingDiverged(msg)
-        params, states = new_params, new_states
-        last = aux
-        done = it + 1
-        if done % cfg.log_every == 0 or done == cfg.iters:
-            wall = time.perf_counter() - t0
-            entry = {"iteration": done, "wall_seconds": wall, "train_seconds": wall - eval_s, **aux}
-            if eval_fn is not None and eval_every and (done % eval_every == 0 or done == cfg.iters):
-                te = time.perf_counter()
-                entry.update(eval_fn(params))
-                eval_s += time.perf_counter() - te
-            entry["eval_seconds"] = eval_s     # train_seconds = wall_seconds - evaluation before it
-            history.append(entry)
-        if checkpoint is not None and (done % cfg.checkpoint_every == 0 or done == cfg.iters):
-            _save(checkpoint, kind, arch, cfg, params, states, done, rng, history,
-                  time.perf_counter() - t0)
-        prog.update(done, **{k: v for k, v in last.items() if k in ("gen_objective", "adv_loss")})
-    return params, {"history": history, "wall_seconds": time.perf_counter() - t0,
-                    "iterations": cfg.iters}
+            params, states = adv_step(params, states, x2, n2, zn2, scale)
+        return params, states, aux
+
+    def save(params, states, it, history, wall):
+        _save(checkpoint, kind, arch, cfg, params, states, it, rng, history, wall)
+
+    return run_training(one_step, save, params, states, cfg, start, history, wall0, checkpoint,
+                        desc or kind, quiet, eval_fn, eval_every, ("gen_objective", "adv_loss"))
 
 
 def _resume(path, kind, arch, params, states):

@@ -270,7 +270,7 @@ def main(argv=None):
     print()
     discrete = game_on_discrete_latent(rng, starts=3 if args.quick else 6)
     arch, res = train_three(args)
-    bav, abl, avb = res["BAVAE (eq. 6 + 14)"], res["ablation: eq. 6 + exact recon."], res["AVB"]
+    bav, abl = res["BAVAE (eq. 6 + 14)"], res["ablation: eq. 6 + exact recon."]
     assert abs(bav["ll"] - COLLAPSED_LL) < 0.15, bav["ll"]           # the game's minimum, reached
     assert abl["ll"] > bav["ll"] + 0.2, (abl["ll"], bav["ll"])        # eq. (6) alone is not the problem
     assert bav["mean_norm"] < 0.5 * abl["mean_norm"], (bav["mean_norm"], abl["mean_norm"])
