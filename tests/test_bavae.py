@@ -134,18 +134,24 @@ def trained_adversaries():
     return arch, params
 
 
-def test_encoder_adversary_learns_eq_8(trained_adversaries):
-    """D_phi -> log p(z) - log q(z|x) (eq. 8).  The swapped loss ((14)'s form with real = prior,
-    fake = q) would learn 1 + log p(z) - log q(z|x): an offset of 1, far outside the tolerance."""
-    arch, params = trained_adversaries
-    rng = np.random.default_rng(5)
+def _errors_per_point(adv, arch, seed, D_star):
+    """Mean |D - D*| over 2000 samples z ~ q(z|x_i) for each of the 4 points.
+    D_star(i, x, z) -> (2000,)."""
+    rng = np.random.default_rng(seed)
     errs = []
     for i in range(4):
         z = MU[i] + S * rng.standard_normal((2000, 2))
         x = np.repeat(four_points(np.float64)[i:i + 1], 2000, 0)
-        D = BV.adversary_D(params["adv"], x, z, arch)
-        D_star = (-0.5 * np.sum(z ** 2, 1) - np.log(2 * np.pi)) - _log_q_z_given_x(z)[i]
-        errs.append(np.mean(np.abs(D - D_star)))
+        errs.append(np.mean(np.abs(BV.adversary_D(adv, x, z, arch) - D_star(i, x, z))))
+    return errs
+
+
+def test_encoder_adversary_learns_eq_8(trained_adversaries):
+    """D_phi -> log p(z) - log q(z|x) (eq. 8).  The swapped loss ((14)'s form with real = prior,
+    fake = q) would learn 1 + log p(z) - log q(z|x): an offset of 1, far outside the tolerance."""
+    arch, params = trained_adversaries
+    errs = _errors_per_point(params["adv"], arch, 5, lambda i, x, z: (-0.5 * np.sum(z ** 2, 1) - np.log(2 * np.pi))
+                             - _log_q_z_given_x(z)[i])
     assert max(errs) < 0.45 and np.mean(errs) < 0.3, errs
 
 
@@ -154,17 +160,12 @@ def test_decoder_adversary_learns_eq_16(trained_adversaries):
     q(x_i|z) = q(z|x_i) / sum_j q(z|x_j).  The swapped form would learn log(p_theta/q): the sign
     flips and the offset 1 goes."""
     arch, params = trained_adversaries
-    rng = np.random.default_rng(6)
-    errs = []
-    for i in range(4):
-        z = MU[i] + S * rng.standard_normal((2000, 2))
-        x = np.repeat(four_points(np.float64)[i:i + 1], 2000, 0)
-        D = BV.adversary_D(params["adv_dec"], x, z, arch)
+
+    def D_star(i, x, z):
         lq = _log_q_z_given_x(z)
-        log_q_x_given_z = lq[i] - logsumexp(lq, axis=0)
         L = M.decoder_logits(params["dec"], z, arch)
-        log_p = np.sum(x * L - np.logaddexp(0, L), 1)
-        errs.append(np.mean(np.abs(D - (1 + log_q_x_given_z - log_p))))
+        return 1 + (lq[i] - logsumexp(lq, axis=0)) - np.sum(x * L - np.logaddexp(0, L), 1)
+    errs = _errors_per_point(params["adv_dec"], arch, 6, D_star)
     assert max(errs) < 0.45 and np.mean(errs) < 0.3, errs
 
 

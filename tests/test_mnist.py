@@ -199,7 +199,9 @@ def test_reproduce_mnist_trains_and_evaluates_the_biadversarial_vae(tmp_path, rn
         assert r["ais_log_likelihood"] < 0 and r["ais_init"] == "prior"
     assert "w_model" in read_meta(res["bavae"]["checkpoint"])["history"][-1]
     diag = res["bavae"]["game_diagnostics"]
-    assert 0 <= diag["w_ess"] <= 100 and res["bavae_exact"]["game_diagnostics"]["grad_norm_decoder"] > 0 and diag["D_model_max"] >= diag["D_model_median"]
+    assert (diag["batch"], diag["n_batches"]) == (100, 3)
+    assert res["bavae_exact"]["game_diagnostics"]["grad_norm_decoder"] > 0      # the exact term's gradient
+    assert "bavae at the end (median of 3 training batches)" in text            # printed with the table
     with open(res["figure_bavae_training"], "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert res["settings"]["iterations"]["bavae"] == 20
