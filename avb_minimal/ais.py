@@ -315,5 +315,4 @@ def ac_gaussian(enc, x, arch, rng, n_noise=10000):
     v = np.asarray(M._basis_nets(enc["v"], eps, act), np.float64)             # (K, m, dz)
     v_mean, v_var = v.mean(0), v.var(0)                                        # (m, dz)
     out = np.asarray(M.mlp(enc["a"], np.asarray(x, np.float32), act), np.float64)   # (N, (m+1) dz)
-    z0, a = out[:, :dz], out[:, dz:].reshape(-1, m, dz)
-    return z0 + np.sum(a * v_mean, 1), np.sum(a ** 2 * v_var, 1)
+    return M.ac_moments(out[:, :dz], out[:, dz:].reshape(-1, m, dz), v_mean, v_var)

@@ -291,8 +291,7 @@ def _basis_forward(v_params, out, eps, arch):
 
 def _ac_moments(a, v, z0):
     """eq. (III.2)-(III.3) with the batch moments of v (constants for the gradient)."""
-    v_mean, v_var = np.mean(v, axis=0), np.var(v, axis=0)               # (m, dz)
-    return z0 + np.sum(a * v_mean[None], axis=1), np.sum(a ** 2 * v_var[None], axis=1)
+    return M.ac_moments(z0, a, np.mean(v, axis=0), np.var(v, axis=0))  # batch moments (m, dz)
 
 
 def _basis_backward(v_params, v_grads, dz, a, v, vh, eps, arch):

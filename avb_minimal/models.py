@@ -149,12 +149,16 @@ def noise_basis_encoder(enc, x, eps, arch):
     a = np.reshape(out[:, dz:], (-1, m, dz))            # (B, m, dz)
     v = _basis_nets(enc["v"], eps, act)                 # (B, m, dz)
     z = z0 + np.sum(a * v, axis=1)                      # eq. (III.1)   (B, dz)
-    a0, v0, z00 = getval(a), getval(v), getval(z0)
-    v_mean = onp.mean(v0, axis=0)                       # E[v_ik]   (m, dz)
-    v_var = onp.var(v0, axis=0)                         # Var[v_ik] (m, dz)
-    mean = z00 + onp.sum(a0 * v_mean[None], axis=1)     # eq. (III.2)  (B, dz)
-    var = onp.sum(a0 ** 2 * v_var[None], axis=1)        # eq. (III.3)  (B, dz)
+    v0 = getval(v)
+    mean, var = ac_moments(getval(z0), getval(a), onp.mean(v0, axis=0), onp.var(v0, axis=0))
     return z, mean, var
+
+
+def ac_moments(z0, a, v_mean, v_var):
+    """The moments of q(z|x) for the noise-basis encoder, given E[v_ik] and Var[v_ik] (m, dz):
+    mean = z0 + sum_i a_i E[v_i] (eq. III.2), var = sum_i a_i^2 Var[v_i] (eq. III.3).
+    z0: (B, dz), a: (B, m, dz) -> mean, var (B, dz)."""
+    return z0 + onp.sum(a * v_mean[None], axis=1), onp.sum(a ** 2 * v_var[None], axis=1)
 
 
 def mc_moments(enc, x, eps_k, arch):
