@@ -79,12 +79,15 @@ def work_flops(arch, batch, step="fast"):
     return sum(2 * r * i * o for r, i, o, _ in step_products(arch, batch, step))
 
 
+def _sgemm_operands(n, rng):
+    """a, b (random) and c (output) for one float32 n x n product c = a b."""
+    return (rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32),
+            np.empty((n, n), np.float32))
+
+
 def sgemm_gflops(n=1024, reps=20, rng=None):
     """Measured float32 matrix-product rate of an n x n product (median of reps), in GFLOP/s."""
-    rng = rng or np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    c = np.empty((n, n), np.float32)
+    a, b, c = _sgemm_operands(n, rng or np.random.default_rng(0))
     for _ in range(2):
         np.dot(a, b, out=c)
     times = []
@@ -127,10 +130,7 @@ def bench_step(batch=512, width=512, steps=30, warmup=5, negatives="pairs", seed
     median step time) / median sgemm rate."""
     arch, params, states, fn, batches = _setup(batch, width, negatives, seed, step)
     n = 1024
-    rng = np.random.default_rng(1)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    c_ = np.empty((n, n), np.float32)
+    a, b, c_ = _sgemm_operands(n, np.random.default_rng(1))
     wall, cpu, gwall, gcpu = [], [], [], []
     for i in range(warmup + steps):
         x, noise, zn = batches[i % 4]
