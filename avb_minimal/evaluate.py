@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln, logsumexp
 
 from . import models as M
-from .distributions import LOG_2PI, kl_diag_normal_std, log_std_normal
+from .distributions import kl_diag_normal_std, log_std_normal
 from .ops import bernoulli_loglik
 
 
@@ -130,9 +130,7 @@ def avb_elbo_adversary(params, kind, data, arch, rng, n=2000):
             z, mean, var = M.noise_basis_encoder(params["enc"], xr, noise, arch)
             zb = M.normalise(z, mean, var)
             T = M.adversary(params["adv"], xr, zb, arch)
-            log_r = -0.5 * np.sum(zb ** 2, 1) - 0.5 * np.sum(np.log(var + M.AC_VAR_FLOOR), 1) \
-                - 0.5 * arch.z_dim * LOG_2PI                                        # log r_alpha(z|x)
-            val = -T - log_r + bernoulli_loglik(xr, M.decoder_logits(params["dec"], z, arch)) \
+            val = -T - M.log_r_alpha(zb, var) + bernoulli_loglik(xr, M.decoder_logits(params["dec"], z, arch)) \
                 + log_std_normal(z)
         out.append(float(np.mean(val)))
     return np.array(out)

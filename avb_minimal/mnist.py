@@ -141,8 +141,8 @@ def elbo_and_reconstruction(params, kind, x, arch, rng, n_samples=10, chunk=256)
         else:
             zb = M.normalise(z, zm, zv)
             T = M.adversary(params["adv"], xr, zb, arch)
-            log_r = log_std_normal(zb) - 0.5 * np.sum(np.log(zv + M.AC_VAR_FLOOR), 1)   # log r_alpha(z|x)
-            elbo = np.asarray(ll.ravel() - T - log_r + log_std_normal(z), np.float64).reshape(B, K).mean(1)
+            elbo = np.asarray(ll.ravel() - T - M.log_r_alpha(zb, zv) + log_std_normal(z),
+                              np.float64).reshape(B, K).mean(1)
         out["elbo" if kind == "vae" else "elbo_from_T"].append(elbo)
         out["reconstruction"].append(-ll.mean(1))
         err = ((np.asarray(logits) > 0) != (xr > 0.5)).mean(1).reshape(B, K).mean(1)

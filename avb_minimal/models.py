@@ -16,6 +16,7 @@ import autograd.numpy as np
 import numpy as onp
 from autograd.tracer import getval
 
+from .distributions import log_std_normal
 from .nn import get_activation, init_mlp, init_resnet, mlp, resnet
 from .ops import inner_product_all_pairs, inner_product_rows
 
@@ -178,6 +179,12 @@ def normalise(z, mean, var):
     ### BEGIN SOLUTION task 4.1: eq. (4.2), adaptive contrast
     return (z - mean) / onp.sqrt(var + AC_VAR_FLOOR)
     ### END SOLUTION
+
+
+def log_r_alpha(z_bar, var):
+    """log r_alpha(z|x) = log N(z; mean, var + AC_VAR_FLOOR) at z, from z_bar = normalise(z, mean, var):
+    log N(z_bar; 0, I) - 1/2 sum_k log(var_k + AC_VAR_FLOOR), the change of variables.  -> (B,)"""
+    return log_std_normal(z_bar) - 0.5 * np.sum(np.log(var + AC_VAR_FLOOR), 1)
 
 
 # ------------------------------------------------------------------ decoder

@@ -132,3 +132,13 @@ def test_reconstruction_error_is_the_mean_cross_entropy_per_pixel(rng):
     x = np.eye(4, dtype=np.float32)
     expect = -np.mean(x * b - np.logaddexp(0, b))
     assert np.isclose(E.reconstruction_error(p, "vae", x, arch, rng, n=10), expect, rtol=1e-5)
+
+
+def test_log_r_alpha_is_the_gaussian_density_of_adaptive_contrast():
+    """log r_alpha(z|x) = log N(z; mean, var + AC_VAR_FLOOR), from z_bar (eq. 4.1's change of variables)."""
+    from scipy.stats import norm
+    rng = np.random.default_rng(3)
+    mean, var = rng.normal(size=(5, 3)), rng.uniform(0.01, 2.0, (5, 3))
+    z = rng.normal(size=(5, 3))
+    by_scipy = norm.logpdf(z, mean, np.sqrt(var + M.AC_VAR_FLOOR)).sum(1)
+    np.testing.assert_allclose(M.log_r_alpha(M.normalise(z, mean, var), var), by_scipy, rtol=1e-12)
