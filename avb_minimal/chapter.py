@@ -4,13 +4,22 @@ import argparse
 import os
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
-DEFAULT_MNIST = os.path.normpath(os.path.join(ROOT, os.pardir, "shared", "data", "binarized_mnist"))
+SHARED_MNIST = os.path.join(os.pardir, "shared", "data", "binarized_mnist")   # beside the checkout
 
 
 def mnist_folder():
-    """$AVB_DATA, else ../shared/data/binarized_mnist beside the repository if it exists,
-    else None (`data.data_dir` then says what to set)."""
-    return os.environ.get("AVB_DATA") or (DEFAULT_MNIST if os.path.isdir(DEFAULT_MNIST) else None)
+    """Where the binarized MNIST files are: $AVB_DATA if set; else ../shared/data/binarized_mnist
+    seen from the working directory (the repository root, where the chapters are run from),
+    then from the package's own parent folder (an editable install); else None, and
+    `data.data_dir` says what to set.  The working directory comes first because a plain
+    `pip install .` puts the package in site-packages, whose parent is not the checkout."""
+    if os.environ.get("AVB_DATA"):
+        return os.environ["AVB_DATA"]
+    for base in (os.getcwd(), ROOT):
+        folder = os.path.normpath(os.path.join(base, SHARED_MNIST))
+        if os.path.isdir(folder):
+            return folder
+    return None
 
 
 def load_mnist():
