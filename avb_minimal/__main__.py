@@ -78,7 +78,9 @@ def build_parser():
                                      "integration over the 2-d latent, reconstruction error, ELBO (exact "
                                      "for the VAE, a k-NN entropy estimate for AVB, plus the adversary's "
                                      "own estimate, which is not a bound), and KL(q(z), p(z)).")
-    t1.add_argument("--quick", action="store_true", help="small nets, few iterations (< 1 minute)")
+    t1.add_argument("--quick", action="store_true",
+                    help="small nets, few iterations (< 1 minute); its checkpoints and figures are "
+                         "named *_quick, apart from a full run's")
     t1.set_defaults(func=_table1)
     t1.add_argument("--seeds", type=_positive_int("--seeds"), default=1, help="number of seeds (0..N-1)")
     t1.add_argument("--models", type=_table1_models, default=["vae", "avb", "avb_ac"],
@@ -118,7 +120,8 @@ def build_parser():
     mn.add_argument("--split", default="valid", help="the evaluation file's name in DIR (default: valid)")
     mn.add_argument("--latent", type=_positive_int("--latent"), default=8, help="latent dimension (default 8)")
     mn.add_argument("--quick", action="store_true",
-                    help="small nets, 300 iterations, AIS 50 steps on 64 examples (about a minute)")
+                    help="small nets, 300 iterations, AIS 50 steps on 64 examples (10-20 s); its "
+                         "files are named *_quick, apart from a full run's")
     mn.add_argument("--json", metavar="PATH", help="write the results as JSON here")
     mn.add_argument("--out", metavar="DIR", default="runs/mnist",
                     help="checkpoints (runs resume from them) and the figure (default: runs/mnist)")
@@ -236,14 +239,15 @@ def _table1(args):
     arch, _, _ = table1_settings(args.quick)
     models = {k: res["models"][k]["_params"][0] for k in args.models}
     stats = {k: f"log p(x) = {res['models'][k]['runs'][0]['log_likelihood']:.3f}" for k in args.models}
-    fig = latent_figure(models, four_points(), arch, os.path.join(args.out, "figure6_latent.png"),
+    q = "_quick" if args.quick else ""                     # quick and full runs share --out without clashing
+    fig = latent_figure(models, four_points(), arch, os.path.join(args.out, f"figure6_latent{q}.png"),
                         stats=stats)
     print(f"latent-space figure (Fig. 6): {fig}")
     if args.curve_every:
         from .plots import curve_figure
         from .experiments import OPTIMUM_LL
         curves = {f"{k} seed {i}": c for k in args.models for i, c in enumerate(res["models"][k]["curves"])}
-        print("log-likelihood curves:", curve_figure(curves, os.path.join(args.out, "ll_curves.png"),
+        print("log-likelihood curves:", curve_figure(curves, os.path.join(args.out, f"ll_curves{q}.png"),
                                                      optimum=OPTIMUM_LL))
     if args.json:
         write_json(args.json, table1_json(res))
@@ -366,11 +370,39 @@ def _assignments_grade(args):
             raise RuntimeError(f"--require-all: task(s) {', '.join(bad)} did not pass")
 
 
+def _check_file(path, flag):
+    from .checkpoint import writable_folder
+    """--json, --plot, --checkpoint: a file path whose folder can hold it (checked before any work,
+    so a long run never fails at its end for want of a place to write)."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path!r} is a folder; give a file path")
+    writable_folder(os.path.dirname(os.path.abspath(path)), f"{flag}'s folder")
+
+
+def check_paths(args):
+    """Every path argument of the command line, checked up front; ValueError names the flag."""
+    from .checkpoint import writable_folder
+    if getattr(args, "command", None) in ("reproduce", "train", "bench") and getattr(args, "out", None):
+        writable_folder(args.out, "--out")
+    for flag in ("json", "plot", "checkpoint"):
+        if getattr(args, flag, None):
+            _check_file(getattr(args, flag), "--" + flag)
+    if getattr(args, "command", None) == "bench" and getattr(args, "what", None) == "step":
+        if args.plot and not args.sweep:
+            raise ValueError("--plot draws a --sweep: add --sweep")
+        if (args.also or args.plot_cpu) and not args.plot:
+            raise ValueError("--also and --plot-cpu go with --plot (and --sweep)")
+        for path in args.also:
+            if not os.path.isfile(path):
+                raise ValueError(f"--also {path!r}: no such file (a JSON written by bench step --sweep --json)")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        check_paths(args)
         args.func(args)      # each sub-command names its function with set_defaults(func=...)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:          # OSError: a path that went bad during the run
         print(f"avb-minimal: error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:      # TrainingDiverged (last good checkpoint kept), AVB_BACKEND=cupy without a GPU

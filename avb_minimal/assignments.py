@@ -362,8 +362,20 @@ def tests_by_task(tests_dir):
 
 # ------------------------------------------------------------------ the student tree
 def default_source():
-    """The source checkout this package was imported from."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    """The source checkout: the one this package was imported from (an editable install or a
+    run from the repository root), else the working directory if it is one (a `pip install .`
+    puts the package in site-packages, away from its checkout), else the package's parent
+    (and `_check_source` then says what is missing and to pass --source)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for root in (here, os.getcwd()):
+        if _is_checkout(root):
+            return root
+    return here
+
+
+def _is_checkout(root):
+    return (all(os.path.isdir(os.path.join(root, d)) for d in STUDENT_DIRS)
+            and all(os.path.isfile(os.path.join(root, f)) for f in ("setup.py", "README.md")))
 
 
 def _check_source(root):

@@ -43,7 +43,7 @@ from scipy.special import expit, logsumexp
 from . import evaluate as E
 from . import models as M
 from . import objectives as O
-from .checkpoint import load_checkpoint, read_meta
+from .checkpoint import OTHER_RUN, load_checkpoint, read_meta
 from .data import check_binary_data, sample_batch
 from .distributions import bernoulli_loglik
 from .nn import get_activation, resnet, stop_gradient, tree_leaves
@@ -196,10 +196,11 @@ def _resume(path, arch, params, states, reconstruction):
     the checkpoint's reconstruction mode and exp cap (`objectives.exp_linear`)."""
     meta = read_meta(path)
     if meta.get("kind") == KIND and meta.get("reconstruction", "adversary") != reconstruction:
-        raise ValueError(f"checkpoint {path!r} was trained with reconstruction={meta.get('reconstruction')!r}")
+        raise ValueError(f"checkpoint {path!r} was trained with reconstruction={meta.get('reconstruction')!r}"
+                         + OTHER_RUN)
     if meta.get("exp_cap", O.EXP_CAP) != O.EXP_CAP:
         raise ValueError(f"checkpoint {path!r} was trained with objectives.EXP_CAP = {meta['exp_cap']}, "
-                         f"not {O.EXP_CAP}")
+                         f"not {O.EXP_CAP}" + OTHER_RUN)
     return _resume_checkpoint(path, KIND, arch, params, states)
 
 

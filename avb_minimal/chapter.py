@@ -22,30 +22,46 @@ def mnist_folder():
     return None
 
 
-def load_mnist():
-    """(train, valid, folder) of binarized MNIST; ValueError (what to put where) if absent."""
+def load_mnist(folder=None):
+    """(train, valid, folder) of binarized MNIST from `folder` (None: `mnist_folder()`);
+    ValueError (what to put where) if absent."""
     from .data import data_dir, dataset_file, load_binary
-    folder = data_dir(mnist_folder())
+    folder = data_dir(folder or mnist_folder())
     return load_binary(dataset_file(folder, "train")), load_binary(dataset_file(folder, "valid")), folder
 
 
-def chapter_args(description, quick_help, full_help, default_out, argv=None):
+def _non_negative_int(s):
+    try:
+        v = int(s)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"--seed must be a non-negative integer, got {s!r}")
+    return v
+
+
+def chapter_args(description, quick_help, full_help, default_out, argv=None, data=False):
     """Parse a chapter's arguments.  --quick and --full exclude each other, and --out
     must be a writable folder (checked before any work starts, so a long run never
-    fails at the end for want of a place to put its figure)."""
+    fails at the end for want of a place to put its figure).  data=True: the chapter
+    reads binarized MNIST, from --data DIR (default: `mnist_folder()`)."""
+    from .checkpoint import writable_folder
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--full", action="store_true", help=full_help)
     p.add_argument("--out", metavar="DIR", default=default_out, help="where the figure goes (default: runs/chapters)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    if data:
+        p.add_argument("--data", metavar="DIR", default=None,
+                       help="folder with binarized MNIST's train.npz and valid.npz (default: $AVB_DATA, "
+                            "else ../shared/data/binarized_mnist from the working directory or the package)")
     args = p.parse_args(argv)
     if args.quick and args.full:
         p.error("--quick and --full exclude each other")
     try:
-        os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, f".probe-{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        p.error(f"--out {args.out!r} is not a writable folder ({e.strerror or e})")
+        writable_folder(args.out, "--out")
+    except ValueError as e:
+        p.error(str(e))
+    if data:
+        args.data = args.data or mnist_folder()
     return args

@@ -49,6 +49,9 @@ def data_dir(path=None):
     if d is None:
         raise ValueError(f"no dataset folder given: pass --data DIR or set {DATA_ENV}=DIR, where DIR "
                          "holds train.npz and valid.npz (key 'x', uint8 0/1, shape (N, 784))")
+    if os.path.isfile(d):
+        raise ValueError(f"dataset folder {d!r} is a file; give the folder that holds train.npz and "
+                         "valid.npz (key 'x', uint8 0/1, shape (N, 784))")
     if not os.path.isdir(d):
         raise ValueError(f"dataset folder {d!r} does not exist; it should hold train.npz and valid.npz "
                          "(key 'x', uint8 0/1, shape (N, 784))")

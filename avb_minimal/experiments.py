@@ -79,7 +79,8 @@ def table1(seeds=(0,), quick=False, out_dir=None, kinds=M.KINDS, quiet=True, cur
     for kind in kinds:
         runs = []
         for seed in seeds:
-            ckpt = None if out_dir is None else os.path.join(out_dir, f"{kind}_seed{seed}.npz")
+            name = f"{kind}_seed{seed}" + ("_quick" if quick else "")          # quick and full runs apart
+            ckpt = None if out_dir is None else os.path.join(out_dir, name + ".npz")
             eval_fn = loglik_curve_fn(data, arch) if curve_every else None
             opts = dict(seed=seed, checkpoint=ckpt, quiet=quiet, eval_fn=eval_fn,
                         eval_every=curve_every or 0, desc=f"{kind} seed {seed}")

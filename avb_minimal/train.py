@@ -15,7 +15,7 @@ from autograd import grad
 
 from . import models as M
 from . import objectives as O
-from .checkpoint import load_checkpoint, read_meta, save_checkpoint
+from .checkpoint import OTHER_RUN, load_checkpoint, read_meta, save_checkpoint
 from .data import check_binary_data, sample_batch
 from .optim import Adam, adam_init, adam_step
 from .progress import Progress
@@ -251,9 +251,10 @@ def train(kind, data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=No
 def _resume(path, kind, arch, params, states):
     meta = read_meta(path)
     if meta.get("kind") != kind:
-        raise ValueError(f"checkpoint {path!r} holds a {meta.get('kind')!r} model, not {kind!r}")
+        raise ValueError(f"checkpoint {path!r} holds a {meta.get('kind')!r} model, not {kind!r}" + OTHER_RUN)
     if meta.get("arch") != arch.to_dict():
-        raise ValueError(f"checkpoint {path!r} was written for another architecture: {meta.get('arch')}")
+        raise ValueError(f"checkpoint {path!r} was written for another architecture: {meta.get('arch')}"
+                         + OTHER_RUN)
     trees, meta = load_checkpoint(path, dict(params=params, **_state_trees(states)))
     for k, s in states.items():
         s["m"], s["v"], s["t"] = trees[f"opt_{k}_m"], trees[f"opt_{k}_v"], meta["opt_t"][k]

@@ -65,7 +65,7 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"]
 def parse_args(argv=None):
     return chapter_args("Chapter 12: the Biadversarial VAE (seed 002, eq. 6, 14, 19) against AVB.",
                         "few training steps (seconds; for tests)", "longer training (a few minutes)",
-                        DEFAULT_OUT, argv)
+                        DEFAULT_OUT, argv, data=True)
 
 
 # %% eq. (8) and (16): the two optima, from the family of chapter 11
@@ -184,7 +184,7 @@ def mnist_section(args):
     w = q(x'|z) / p_theta(x'|z) and E_p[w] = 1, but on 784 pixels a sample x' is never an image
     of the data: D* is -inf there, and the batch mean of w (logged as w_model) goes to 0."""
     try:
-        x_train, x_valid, folder = load_mnist()
+        x_train, x_valid, folder = load_mnist(args.data)
     except ValueError as e:
         print(f"MNIST part skipped: {e}")
         return None

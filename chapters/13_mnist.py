@@ -27,7 +27,8 @@ What you will learn
   reconstruction, and a figure of samples and reconstructions.
 
 Data: the fixed binarization, DIR/train.npz and DIR/valid.npz (key 'x', uint8 0/1, N x 784)
-with DIR from $AVB_DATA (default: ../shared/data/binarized_mnist beside the repository).
+with DIR from --data DIR, else $AVB_DATA, else ../shared/data/binarized_mnist seen from the
+working directory (the repository root) or from the package's parent folder.
 
 Run:  python chapters/13_mnist.py            (~1 minute on 2 CPU cores: small nets, 1000 steps)
       python chapters/13_mnist.py --quick    (the `reproduce mnist --quick` settings; the test suite)
@@ -41,7 +42,7 @@ import time
 
 import numpy as np
 
-from avb_minimal.chapter import chapter_args, load_mnist, mnist_folder
+from avb_minimal.chapter import chapter_args, load_mnist
 from avb_minimal import evaluate as E
 from avb_minimal import mnist as MN
 from avb_minimal import models as M
@@ -58,7 +59,7 @@ def parse_args(argv=None):
     return chapter_args("Chapter 13: binarized MNIST, noise-basis encoder, AIS (sec. 5.2, Table 2, supp. III).",
                         "reproduce mnist --quick settings (seconds; for tests)",
                         "reproduce mnist with the full settings (hours; resumes from runs/mnist)",
-                        DEFAULT_OUT, argv)
+                        DEFAULT_OUT, argv, data=True)
 
 
 # %% eq. (III.2)-(III.3): the moments of the noise-basis encoder
@@ -117,7 +118,7 @@ def check_ais_exact(rng):
 # %% Table 2 in small: train the three models, evaluate honestly
 def run_table2(args, x_train, x_valid, rng):
     if args.full:
-        res = MN.reproduce_mnist(mnist_folder(), "valid", 8, False,
+        res = MN.reproduce_mnist(args.data, "valid", 8, False,
                                  os.path.join(ROOT, "runs", "mnist"), quiet=False,
                                  json_path=os.path.join(args.out, "13_mnist.json"))
         print(MN.format_mnist(res))
@@ -174,7 +175,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     try:
-        x_train, x_valid, folder = load_mnist()
+        x_train, x_valid, folder = load_mnist(args.data)
     except ValueError as e:
         print(f"chapter 13: {e}", file=sys.stderr)
         return 2

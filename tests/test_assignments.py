@@ -296,3 +296,17 @@ def test_the_score_table_names_collection_errors_once_per_cause():
     assert "3.1   the adversary's loss" in text and "error" in text and "0/10" in text
     assert ('collection error in 4 test file(s) (tests/test_a.py, tests/test_b.py, tests/test_c.py, ...): '
             'File "/s/avb_minimal/objectives.py", line 9: SyntaxError: invalid syntax') in text
+
+
+def test_default_source_is_the_working_directory_for_a_site_packages_install(tmp_path, monkeypatch):
+    """`pip install .` puts the package in site-packages, away from its checkout: run from the
+    checkout's root, `assignments build` (console script included) still finds it."""
+    site = tmp_path / "site-packages" / "avb_minimal"
+    site.mkdir(parents=True)
+    monkeypatch.setattr(A, "__file__", str(site / "assignments.py"))
+    monkeypatch.chdir(ROOT)
+    assert os.path.samefile(A.default_source(), ROOT)
+    monkeypatch.chdir(tmp_path)                         # neither is a checkout: the package's parent,
+    assert A.default_source() == str(tmp_path / "site-packages")     # and build says to pass --source
+    with pytest.raises(ValueError, match="pass --source"):
+        A.build(str(tmp_path / "out"))

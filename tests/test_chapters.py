@@ -73,7 +73,8 @@ def test_chapter_rejects_an_unwritable_out_folder(chapter, tmp_path):
 
 @pytest.mark.parametrize("args, needle", [(["--bogus"], "unrecognized arguments"),
                                           (["--quick", "--full"], "exclude each other"),
-                                          (["--seed", "one"], "--seed")])
+                                          (["--seed", "one"], "--seed"),
+                                          (["--seed", "-1"], "--seed must be a non-negative integer")])
 def test_bad_flags_give_a_one_line_error(args, needle):
     _assert_short_error(run("03_adversary.py", *args, timeout=60), needle)
 
@@ -101,3 +102,12 @@ def test_mnist_folder_is_found_from_the_working_directory(tmp_path, monkeypatch)
     assert C.mnist_folder() == str(shared)
     monkeypatch.setenv("AVB_DATA", str(tmp_path / "mine"))               # the variable wins
     assert C.mnist_folder() == str(tmp_path / "mine")
+
+
+def test_the_mnist_chapters_take_data_and_name_a_missing_folder(tmp_path):
+    missing = str(tmp_path / "nowhere")
+    proc = run("13_mnist.py", "--quick", "--out", str(tmp_path), "--data", missing, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"dataset folder {missing!r} does not exist" in proc.stderr
+    proc = run("12_biadversarial_vae.py", "--help", timeout=60)
+    assert proc.returncode == 0 and "--data DIR" in proc.stdout

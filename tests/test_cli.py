@@ -22,7 +22,9 @@ def test_table1_quick_writes_json_and_figure(tmp_path, capsys):
         for key in ("log_likelihood", "reconstruction_error", "elbo", "kl_aggregate", "wall_seconds"):
             assert isinstance(res[kind][key], float)
         assert res[kind]["log_likelihood"] <= -1.386   # never above the optimum -log 4
-    assert (tmp_path / "run" / "figure6_latent.png").stat().st_size > 10000
+    assert (tmp_path / "run" / "figure6_latent_quick.png").stat().st_size > 10000
+    # quick files are named apart, so the README's full run can follow in the same --out
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.npz")) == ["avb_seed0_quick.npz", "vae_seed0_quick.npz"]
 
 
 def test_bench_step_keys(tmp_path):
@@ -60,7 +62,8 @@ def test_train_resumes_and_rejects_a_foreign_checkpoint(tmp_path, capsys):
     assert main(["train", "--model", "vae", "--quick", "--iters", "20", "--checkpoint", str(ck), "--quiet"]) == 0
     assert ck.exists()
     rc = main(["train", "--model", "avb", "--quick", "--iters", "20", "--checkpoint", str(ck), "--quiet"])
-    assert rc == 2 and "holds a 'vae' model, not 'avb'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "holds a 'vae' model, not 'avb'" in err and "delete it, or write this run elsewhere" in err
     bv = tmp_path / "bavae.npz"                        # the Biadversarial VAE trains the same way
     assert main(["train", "--model", "bavae", "--quick", "--iters", "20", "--checkpoint", str(bv), "--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -83,3 +86,38 @@ def test_bad_numbers_and_model_names_are_named(argv, needle, capsys):
 def test_a_model_named_twice_runs_once():
     from avb_minimal.__main__ import _mnist_models
     assert _mnist_models("vae,avb,vae") == ["vae", "avb"]
+
+
+def _blocker(tmp_path):
+    f = tmp_path / "a_file"
+    f.write_text("not a folder")
+    return str(f)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["reproduce", "table1", "--out", "{file}"], "--out '{file}' is a file, not a folder"),
+    (["reproduce", "table1", "--out", "{file}/sub"], "--out '{file}/sub' is not a writable folder"),
+    (["reproduce", "table1", "--json", "{file}/r.json"], "--json's folder '{file}' is a file"),
+    (["reproduce", "mnist", "--json", "{tmp}"], "--json '{tmp}' is a folder; give a file path"),
+    (["reproduce", "eight-schools", "--out", "{file}"], "--out '{file}' is a file"),
+    (["train", "--checkpoint", "{file}/c.npz"], "--checkpoint's folder '{file}' is a file"),
+    (["bench", "step", "--plot", "{tmp}/s.png"], "--plot draws a --sweep: add --sweep"),
+    (["bench", "step", "--sweep", "--plot", "{tmp}/s.png", "--also", "{tmp}/none.json"], "--also '{tmp}/none.json': no such file"),
+    (["bench", "ops", "--json", "{file}/o.json"], "--json's folder '{file}' is a file"),
+])
+def test_bad_paths_are_named_before_any_work(argv, needle, tmp_path, capsys):
+    """A path that cannot be written is refused up front, naming its flag (before: after the
+    whole run, or with a traceback)."""
+    file = _blocker(tmp_path)
+    argv = [a.format(file=file, tmp=tmp_path) for a in argv]
+    assert main(argv) == 2
+    assert needle.format(file=file, tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path, capsys):
+    for content in (b"", b'{"json": 1}'):
+        ck = tmp_path / "c.npz"
+        ck.write_bytes(content)
+        assert main(["train", "--quick", "--checkpoint", str(ck), "--quiet"]) == 2
+        assert f"checkpoint '{ck}' is not a checkpoint written by avb_minimal" in capsys.readouterr().err
+        assert ck.read_bytes() == content                 # left as it was

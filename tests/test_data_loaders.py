@@ -127,6 +127,10 @@ def test_dataset_folder_and_split_files(tmp_path, rng, monkeypatch):
         data_dir(None)
     with pytest.raises(ValueError, match="does not exist"):
         data_dir(str(tmp_path / "nope"))
+    (tmp_path / "train.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="is a file; give the folder"):
+        data_dir(str(tmp_path / "train.npz"))
+    (tmp_path / "train.npz").unlink()
     monkeypatch.setenv("AVB_DATA", str(tmp_path))
     assert data_dir(None) == str(tmp_path)
     with pytest.raises(ValueError, match=r"put the images there as valid\.npz") as e:
