@@ -1,10 +1,11 @@
-"""The chapters 01-08 and 11-12 (one per equation group of the AVB paper; 11-12: the other
-seeds' objectives and the Biadversarial VAE) run end to end.
+"""The chapters 01-12 (one per equation group of the AVB paper; 09-10: black-box VI; 11-12:
+the other seeds' objectives and the Biadversarial VAE) run end to end; 13 (MNIST) is
+tested in test_mnist.py, where its data is found.
 
 Each chapter is run with --quick in a subprocess, writing into a temporary --out
 folder; it must exit 0 (its own asserted checks of the paper's equations passed) and
 write its PNG figure(s).  Bad command lines must give a short error, not a traceback.
-The whole file takes about 1.5 minutes on a 2-core CPU.
+The whole file takes about 2 minutes on a 2-core CPU.
 """
 import os
 import subprocess
@@ -22,6 +23,8 @@ CHAPTERS = {
     "06_nash.py": ["06_nash.png"],
     "07_adaptive_contrast.py": ["07_adaptive_contrast.png"],
     "08_related_work.py": ["08_related_work.png"],
+    "09_vi_toys.py": ["09_vi_toys.png"],
+    "10_eight_schools.py": ["10_eight_schools_fig3.png", "10_eight_schools_fig4.png"],
     "11_objective_family.py": ["11_objective_family.png"],
     "12_biadversarial_vae.py": ["12_biadversarial_vae.png"],
 }
@@ -62,13 +65,25 @@ def _assert_short_error(proc, needle):
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert needle in proc.stderr.strip().splitlines()[-1], proc.stderr
+    assert proc.stdout == "", proc.stdout              # refused before any work was done
 
 
 @pytest.mark.parametrize("chapter", sorted(CHAPTERS))
-def test_chapter_rejects_an_unwritable_out_folder(chapter, tmp_path):
+@pytest.mark.parametrize("where", ["the file", "under the file"])
+def test_chapter_rejects_an_out_that_is_not_a_writable_folder(chapter, where, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    _assert_short_error(run(chapter, "--quick", "--out", str(blocker / "sub"), timeout=60), "--out")
+    out = blocker if where == "the file" else blocker / "sub"
+    _assert_short_error(run(chapter, "--quick", "--out", str(out), timeout=60), "--out")
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("chapter", sorted(CHAPTERS))
+def test_help_names_every_flag(chapter):
+    proc = run(chapter, "--help", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--quick", "--full", "--out DIR", "--seed"):
+        assert flag in proc.stdout, (flag, proc.stdout)
 
 
 @pytest.mark.parametrize("args, needle", [(["--bogus"], "unrecognized arguments"),
@@ -81,7 +96,8 @@ def test_bad_flags_give_a_one_line_error(args, needle):
 
 def test_every_chapter_is_listed():
     found = sorted(f for f in os.listdir(os.path.join(ROOT, "chapters")) if f[:2] in
-                   ("01", "02", "03", "04", "05", "06", "07", "08", "11", "12") and f.endswith(".py"))
+                   ("01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12")
+                   and f.endswith(".py"))
     assert found == sorted(CHAPTERS)
 
 
