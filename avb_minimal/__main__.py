@@ -19,29 +19,7 @@ if "numpy" not in sys.modules and sys.argv[1:3] == ["bench", "step"]:
 
 import numpy as np  # noqa: E402
 
-
-def _positive_int(name):
-    def parse(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {s!r}")
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {s!r}")
-        return v
-    return parse
-
-
-def _non_negative_int(name):
-    def parse(s):
-        try:
-            v = int(s)
-        except ValueError:
-            v = -1
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a non-negative integer (0: off), got {s!r}")
-        return v
-    return parse
+from .argcheck import non_negative_int, positive_int, writable_file, writable_folder  # noqa: E402
 
 
 def _kinds_list(s, valid):
@@ -82,14 +60,14 @@ def build_parser():
                     help="small nets, few iterations (< 1 minute); its checkpoints and figures are "
                          "named *_quick, apart from a full run's")
     t1.set_defaults(func=_table1)
-    t1.add_argument("--seeds", type=_positive_int("--seeds"), default=1, help="number of seeds (0..N-1)")
+    t1.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0..N-1)")
     t1.add_argument("--models", type=_table1_models, default=["vae", "avb", "avb_ac"],
                     help="comma list of vae,avb,avb_ac,bavae (bavae: the Biadversarial VAE of "
                          "seed 002; default: vae,avb,avb_ac)")
     t1.add_argument("--json", metavar="PATH", help="write the results as JSON here")
     t1.add_argument("--out", metavar="DIR", default="runs/table1",
                     help="checkpoints (runs resume from them) and figures go here (default: runs/table1)")
-    t1.add_argument("--curve-every", type=_non_negative_int("--curve-every"), default=0, metavar="N",
+    t1.add_argument("--curve-every", type=non_negative_int, default=0, metavar="N",
                     help="record the exact log-likelihood every N iterations (0: off)")
     t1.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -99,7 +77,7 @@ def build_parser():
                                      "KL to HMC by k-NN, the mass on tau < 0, and the marginal figures.")
     es.add_argument("--quick", action="store_true", help="short chains and few iterations (seconds)")
     es.set_defaults(func=_eight_schools)
-    es.add_argument("--seeds", type=_positive_int("--seeds"), default=3, help="number of seeds (0..N-1)")
+    es.add_argument("--seeds", type=positive_int, default=3, help="number of seeds (0..N-1)")
     es.add_argument("--json", metavar="PATH", help="write the results as JSON here (default: OUT/results.json)")
     es.add_argument("--out", metavar="DIR", default="runs/eight_schools", help="figures go here")
     es.add_argument("--quiet", action="store_true", help="no progress output")
@@ -118,7 +96,7 @@ def build_parser():
                          "binarized_mnist_*.amat files (default: $AVB_DATA); nothing is downloaded")
     mn.set_defaults(func=_mnist)
     mn.add_argument("--split", default="valid", help="the evaluation file's name in DIR (default: valid)")
-    mn.add_argument("--latent", type=_positive_int("--latent"), default=8, help="latent dimension (default 8)")
+    mn.add_argument("--latent", type=positive_int, default=8, help="latent dimension (default 8)")
     mn.add_argument("--quick", action="store_true",
                     help="small nets, 300 iterations, AIS 50 steps on 64 examples (10-20 s); its "
                          "files are named *_quick, apart from a full run's")
@@ -129,15 +107,15 @@ def build_parser():
                     help="comma list of vae,avb,avb_ac,bavae,bavae_exact (default: vae,avb,avb_ac); "
                          "bavae: the Biadversarial VAE (seed 002, eq. 19) with AVB's architecture and "
                          "settings; bavae_exact: its ablation, eq. (6) + the exact reconstruction term")
-    mn.add_argument("--ais-examples", type=_positive_int("--ais-examples"), default=None,
+    mn.add_argument("--ais-examples", type=positive_int, default=None,
                     help="evaluate the first N rows of the split (default 2048; quick 64)")
-    mn.add_argument("--ais-steps", type=_positive_int("--ais-steps"), default=None,
+    mn.add_argument("--ais-steps", type=positive_int, default=None,
                     help="AIS intermediate distributions (default 1000; quick 50)")
-    mn.add_argument("--ais-chains", type=_positive_int("--ais-chains"), default=None,
+    mn.add_argument("--ais-chains", type=positive_int, default=None,
                     help="AIS chains per example (default 5)")
-    mn.add_argument("--leapfrog", type=_positive_int("--leapfrog"), default=None,
+    mn.add_argument("--leapfrog", type=positive_int, default=None,
                     help="leapfrog steps per HMC transition (default 10)")
-    mn.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    mn.add_argument("--seed", type=non_negative_int, default=0, help="training seed (default 0)")
     mn.add_argument("--quiet", action="store_true", help="no progress output")
 
     bench = sub.add_parser("bench", help="benchmarks")
@@ -147,16 +125,16 @@ def build_parser():
                                      "inner-product adversary of two 2 x 512 nets, batch 512, float32), "
                                      "count its FLOPs with the fixed rule 2B(3P_enc + 3P_dec + 2P_f + 5P_g) "
                                      "and compare with this machine's measured 1024 x 1024 sgemm rate.")
-    bs.add_argument("--batch", type=_positive_int("--batch"), default=512)
+    bs.add_argument("--batch", type=positive_int, default=512)
     bs.set_defaults(func=_bench_step)
-    bs.add_argument("--width", type=_positive_int("--width"), default=512)
-    bs.add_argument("--steps", type=_positive_int("--steps"), default=30, help="timed steps (median)")
+    bs.add_argument("--width", type=positive_int, default=512)
+    bs.add_argument("--steps", type=positive_int, default=30, help="timed steps (median)")
     bs.add_argument("--json", metavar="PATH", help="write the figures as JSON here")
     bs.add_argument("--step", choices=["auto", "readable", "fast"], default="auto",
                     help="which step to time: the hand-written fast path (auto: where supported) "
                          "or the readable autograd path")
     bs.add_argument("--negatives", choices=["pairs", "all_pairs"], default="pairs")
-    bs.add_argument("--threads", type=_positive_int("--threads"), default=None,
+    bs.add_argument("--threads", type=positive_int, default=None,
                     help="BLAS threads for the step and the sgemm alike (sets OPENBLAS_NUM_THREADS "
                          "before numpy loads; default: the environment's)")
     bs.add_argument("--sweep", action="store_true",
@@ -171,7 +149,7 @@ def build_parser():
     bs.add_argument("--time-to-result", metavar="KIND", choices=["avb", "avb_ac"],
                     help="instead: train KIND on the 4-point data (Table 1 settings) until the exact "
                          "log-likelihood reaches -1.40; training wall time per seed, evaluation excluded")
-    bs.add_argument("--seeds", type=_positive_int("--seeds"), default=3, help="with --time-to-result")
+    bs.add_argument("--seeds", type=positive_int, default=3, help="with --time-to-result")
 
     bo = bsub.add_parser("ops", help="time the two hot ops against their naive forms",
                          description="For each op (row-wise and all-pairs inner-product logits, the fused "
@@ -185,13 +163,13 @@ def build_parser():
     tr.add_argument("--model", choices=["vae", "avb", "avb_ac", "bavae"], default="avb",
                     help="vae, avb, avb_ac, or bavae (the Biadversarial VAE, seed 002; default avb)")
     tr.set_defaults(func=_train)
-    tr.add_argument("--iters", type=_positive_int("--iters"), default=None,
+    tr.add_argument("--iters", type=positive_int, default=None,
                     help="iterations (default: the Table 1 setting)")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=non_negative_int, default=0, help="training seed (default 0)")
     tr.add_argument("--checkpoint", metavar="PATH", required=True,
                     help="checkpoint .npz: written atomically, resumed from if it exists")
     tr.add_argument("--quick", action="store_true", help="the quick Table 1 settings")
-    tr.add_argument("--curve-every", type=_non_negative_int("--curve-every"), default=0, metavar="N",
+    tr.add_argument("--curve-every", type=non_negative_int, default=0, metavar="N",
                     help="record the exact log-likelihood every N iterations")
     tr.add_argument("--json", metavar="PATH", help="write the final evaluation (and curve) as JSON")
     tr.add_argument("--quiet", action="store_true")
@@ -220,7 +198,7 @@ def build_parser():
     ag.add_argument("dir", metavar="DIR", help="the student (or solution) tree")
     ag.add_argument("--tasks", metavar="LIST", help="comma list of task ids (default: all)")
     ag.add_argument("--json", metavar="PATH", help="write the gradebook entry as JSON (atomically)")
-    ag.add_argument("--timeout", type=_positive_int("--timeout"), default=1800,
+    ag.add_argument("--timeout", type=positive_int, default=1800,
                     help="seconds before the test run is stopped (default 1800)")
     ag.add_argument("--require-all", action="store_true",
                     help="exit with status 3 unless every task passed (for CI on the solution tree)")
@@ -370,31 +348,33 @@ def _assignments_grade(args):
             raise RuntimeError(f"--require-all: task(s) {', '.join(bad)} did not pass")
 
 
-def _check_file(path, flag):
-    from .checkpoint import writable_folder
-    """--json, --plot, --checkpoint: a file path whose folder can hold it (checked before any work,
-    so a long run never fails at its end for want of a place to write)."""
-    if os.path.isdir(path):
-        raise ValueError(f"{flag} {path!r} is a folder; give a file path")
-    writable_folder(os.path.dirname(os.path.abspath(path)), f"{flag}'s folder")
-
-
 def check_paths(args):
-    """Every path argument of the command line, checked up front; ValueError names the flag."""
-    from .checkpoint import writable_folder
-    if getattr(args, "command", None) in ("reproduce", "train", "bench") and getattr(args, "out", None):
-        writable_folder(args.out, "--out")
-    for flag in ("json", "plot", "checkpoint"):
-        if getattr(args, flag, None):
-            _check_file(getattr(args, flag), "--" + flag)
-    if getattr(args, "command", None) == "bench" and getattr(args, "what", None) == "step":
-        if args.plot and not args.sweep:
-            raise ValueError("--plot draws a --sweep: add --sweep")
-        if (args.also or args.plot_cpu) and not args.plot:
-            raise ValueError("--also and --plot-cpu go with --plot (and --sweep)")
-        for path in args.also:
-            if not os.path.isfile(path):
-                raise ValueError(f"--also {path!r}: no such file (a JSON written by bench step --sweep --json)")
+    """The command line's paths, checked before any work, each error naming its flag: first
+    the checks that change nothing (a file where a folder is wanted, the --data folder, the
+    bench options that go together), then --out and the output files' folders are made."""
+    reproduce = args.command == "reproduce"          # (assignments build's OUT is build()'s own check)
+    outputs = [(getattr(args, f), "--" + f) for f in ("json", "plot", "checkpoint") if getattr(args, f, None)]
+    for create in (False, True):
+        if reproduce:
+            writable_folder(args.out, "--out", create)
+        for path, flag in outputs:
+            writable_file(path, flag, create)
+        if create:
+            break
+        if reproduce and args.experiment == "mnist":
+            from .data import data_dir
+            data_dir(args.data)
+        if args.command == "bench" and args.what == "step":
+            modes = [m for m in ("sweep", "profile", "time_to_result") if getattr(args, m)]
+            if len(modes) > 1:
+                raise ValueError(f"--{', --'.join(m.replace('_', '-') for m in modes)}: choose one")
+            if args.plot and not args.sweep:
+                raise ValueError("--plot draws a --sweep: add --sweep")
+            if (args.also or args.plot_cpu) and not args.plot:
+                raise ValueError("--also and --plot-cpu go with --plot (and --sweep)")
+            for path in args.also:
+                if not os.path.isfile(path):
+                    raise ValueError(f"--also {path!r}: no such file (a JSON written by bench step --sweep --json)")
 
 
 def main(argv=None):

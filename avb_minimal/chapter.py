@@ -30,27 +30,17 @@ def load_mnist(folder=None):
     return load_binary(dataset_file(folder, "train")), load_binary(dataset_file(folder, "valid")), folder
 
 
-def _non_negative_int(s):
-    try:
-        v = int(s)
-    except ValueError:
-        v = -1
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"--seed must be a non-negative integer, got {s!r}")
-    return v
-
-
 def chapter_args(description, quick_help, full_help, default_out, argv=None, data=False):
     """Parse a chapter's arguments.  --quick and --full exclude each other, and --out
     must be a writable folder (checked before any work starts, so a long run never
     fails at the end for want of a place to put its figure).  data=True: the chapter
     reads binarized MNIST, from --data DIR (default: `mnist_folder()`)."""
-    from .checkpoint import writable_folder
+    from .argcheck import non_negative_int, writable_folder
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--full", action="store_true", help=full_help)
-    p.add_argument("--out", metavar="DIR", default=default_out, help="where the figure goes (default: runs/chapters)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", metavar="DIR", default=default_out, help="where the figure goes (default: runs/chapters in the checkout)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     if data:
         p.add_argument("--data", metavar="DIR", default=None,
                        help="folder with binarized MNIST's train.npz and valid.npz (default: $AVB_DATA, "

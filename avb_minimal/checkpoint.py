@@ -1,5 +1,4 @@
-"""Checkpoints: pytrees of arrays plus JSON metadata in one .npz, written atomically; and the
-up-front check that a folder can be written into (for --out and the like)."""
+"""Checkpoints: pytrees of arrays plus JSON metadata in one .npz, written atomically."""
 import json
 import os
 import tempfile
@@ -10,22 +9,6 @@ from .nn import tree_leaves, tree_map_with_path
 
 # appended to "this checkpoint is not for this run" errors: what the user can do about it
 OTHER_RUN = "; it belongs to another run: delete it, or write this run elsewhere (--out / --checkpoint)"
-
-
-def writable_folder(path, flag):
-    """Make `path` if needed and check that a file can be written in it; ValueError naming
-    `flag` (the command-line argument) otherwise.  Run before any work, so that a long run
-    never fails at its end for want of a place to write."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"{flag} {path!r} is a file, not a folder")
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, f".probe-{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        raise ValueError(f"{flag} {path!r} is not a writable folder ({e.strerror or e})") from None
-    return path
 
 
 def save_checkpoint(path, trees, meta):
@@ -62,7 +45,7 @@ def load_checkpoint(path, templates):
     with _open(path) as f:
         stored = {k: f[k] for k in f.files}
     if "__meta__" not in stored:
-        raise ValueError(f"checkpoint {path!r} has no '__meta__' entry; not written by avb_minimal?")
+        raise _not_ours(path, "it has no '__meta__' entry")
     meta = json.loads(str(stored.pop("__meta__")))
     missing, misshaped = [], []
 
@@ -90,15 +73,23 @@ def load_checkpoint(path, templates):
     return out, meta
 
 
+def _not_ours(path, why):
+    return ValueError(f"checkpoint {path!r} is not a checkpoint written by avb_minimal (an .npz "
+                      f"with a '__meta__' entry): {why}" + OTHER_RUN)
+
+
 def _open(path):
     """np.load of a checkpoint; ValueError naming the file if it is not an .npz (empty, cut
-    short, another format, or a folder)."""
+    short, a .npy, another format, or a folder).  Other OSErrors (permissions) pass through."""
     import zipfile
+    if os.path.isdir(path):
+        raise _not_ours(path, "it is a folder")
+    if not zipfile.is_zipfile(path):
+        raise _not_ours(path, "it is not an .npz (zip) file")
     try:
         return np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise ValueError(f"checkpoint {path!r} is not a checkpoint written by avb_minimal "
-                         f"(an .npz with a '__meta__' entry): {type(e).__name__}: {e}") from None
+    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+        raise _not_ours(path, f"{type(e).__name__}: {e}") from None
 
 
 def read_meta(path):
@@ -108,5 +99,5 @@ def read_meta(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     with _open(path) as f:
         if "__meta__" not in f.files:
-            raise ValueError(f"checkpoint {path!r} has no '__meta__' entry; not written by avb_minimal?")
+            raise _not_ours(path, "it has no '__meta__' entry")
         return json.loads(str(f["__meta__"]))

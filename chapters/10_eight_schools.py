@@ -18,7 +18,7 @@ What you will learn
       both), and how AVB's neural sampler captures both modes of (tau, eta_1);
     - how to read a k-NN KL estimate in 10-d: compare against the estimator's floor.
 
-Run:  python chapters/10_eight_schools.py            (~85 s on 2 CPU cores)
+Run:  python chapters/10_eight_schools.py            (~80 s on 2 CPU cores)
       python chapters/10_eight_schools.py --quick    (seconds; the test suite)
       python chapters/10_eight_schools.py --full     (AVB with the authors' 10k iterations
                                                       and batch 512; ~5 minutes)

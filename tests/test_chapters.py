@@ -89,7 +89,7 @@ def test_help_names_every_flag(chapter):
 @pytest.mark.parametrize("args, needle", [(["--bogus"], "unrecognized arguments"),
                                           (["--quick", "--full"], "exclude each other"),
                                           (["--seed", "one"], "--seed"),
-                                          (["--seed", "-1"], "--seed must be a non-negative integer")])
+                                          (["--seed", "-1"], "argument --seed: must be a non-negative integer")])
 def test_bad_flags_give_a_one_line_error(args, needle):
     _assert_short_error(run("03_adversary.py", *args, timeout=60), needle)
 

@@ -48,7 +48,7 @@ def test_bad_arguments_are_named():
     assert r.returncode == 2 and "--models takes a comma list of vae, avb, avb_ac" in r.stderr
     r = subprocess.run([sys.executable, "-m", "avb_minimal", "reproduce", "table1", "--seeds", "0"],
                        capture_output=True, text=True)
-    assert r.returncode == 2 and "--seeds must be a positive integer" in r.stderr
+    assert r.returncode == 2 and "argument --seeds: must be a positive integer" in r.stderr
 
 
 def test_help_runs():
@@ -73,8 +73,10 @@ def test_train_resumes_and_rejects_a_foreign_checkpoint(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["train", "--checkpoint", "x.npz", "--curve-every", "-5"], "--curve-every must be a non-negative integer"),
-    (["reproduce", "table1", "--curve-every", "often"], "--curve-every must be a non-negative integer"),
+    (["train", "--checkpoint", "x.npz", "--curve-every", "-5"], "argument --curve-every: must be a non-negative integer"),
+    (["reproduce", "table1", "--curve-every", "often"], "argument --curve-every: must be a non-negative integer"),
+    (["train", "--checkpoint", "x.npz", "--seed", "-1"], "argument --seed: must be a non-negative integer"),
+    (["reproduce", "mnist", "--seed", "x"], "argument --seed: must be a non-negative integer"),
     (["reproduce", "mnist", "--models", "avb,bavea"], "vae, avb, avb_ac, bavae, bavae_exact"),
 ])
 def test_bad_numbers_and_model_names_are_named(argv, needle, capsys):
@@ -96,7 +98,7 @@ def _blocker(tmp_path):
 
 @pytest.mark.parametrize("argv, needle", [
     (["reproduce", "table1", "--out", "{file}"], "--out '{file}' is a file, not a folder"),
-    (["reproduce", "table1", "--out", "{file}/sub"], "--out '{file}/sub' is not a writable folder"),
+    (["reproduce", "table1", "--out", "{file}/sub"], "--out '{file}/sub' cannot be made: '{file}' is a file"),
     (["reproduce", "table1", "--json", "{file}/r.json"], "--json's folder '{file}' is a file"),
     (["reproduce", "mnist", "--json", "{tmp}"], "--json '{tmp}' is a folder; give a file path"),
     (["reproduce", "eight-schools", "--out", "{file}"], "--out '{file}' is a file"),
@@ -104,20 +106,30 @@ def _blocker(tmp_path):
     (["bench", "step", "--plot", "{tmp}/s.png"], "--plot draws a --sweep: add --sweep"),
     (["bench", "step", "--sweep", "--plot", "{tmp}/s.png", "--also", "{tmp}/none.json"], "--also '{tmp}/none.json': no such file"),
     (["bench", "ops", "--json", "{file}/o.json"], "--json's folder '{file}' is a file"),
+    (["bench", "step", "--sweep", "--profile"], "--sweep, --profile: choose one"),
+    (["reproduce", "mnist", "--data", "{tmp}/nowhere"], "dataset folder '{tmp}/nowhere' does not exist"),
 ])
-def test_bad_paths_are_named_before_any_work(argv, needle, tmp_path, capsys):
+def test_bad_paths_are_named_before_any_work(argv, needle, tmp_path, capsys, monkeypatch):
     """A path that cannot be written is refused up front, naming its flag (before: after the
-    whole run, or with a traceback)."""
+    whole run, or with a traceback), and nothing is created: not even the default --out."""
     file = _blocker(tmp_path)
+    monkeypatch.chdir(tmp_path)
     argv = [a.format(file=file, tmp=tmp_path) for a in argv]
     assert main(argv) == 2
     assert needle.format(file=file, tmp=tmp_path) in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
 def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path, capsys):
-    for content in (b"", b'{"json": 1}'):
+    import io
+    import numpy as np
+    npy, npz = io.BytesIO(), io.BytesIO()
+    np.save(npy, np.zeros(3))                             # a .npy renamed .npz
+    np.savez(npz, x=np.zeros(3))                          # an .npz not written by avb_minimal
+    for content in (b"", b'{"json": 1}', npy.getvalue(), npz.getvalue()):
         ck = tmp_path / "c.npz"
         ck.write_bytes(content)
         assert main(["train", "--quick", "--checkpoint", str(ck), "--quiet"]) == 2
-        assert f"checkpoint '{ck}' is not a checkpoint written by avb_minimal" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"checkpoint '{ck}' is not a checkpoint written by avb_minimal" in err and "Traceback" not in err
         assert ck.read_bytes() == content                 # left as it was
