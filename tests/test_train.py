@@ -36,23 +36,32 @@ def test_resume_from_checkpoint_is_exact(tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))            # no temporary file left behind
 
 
-def test_nan_stops_with_a_clear_message_and_keeps_last_good(tmp_path, monkeypatch):
-    ck = tmp_path / "run.npz"
+def _poison_step(monkeypatch, at, poison):
+    """Make T.make_step's step call `poison(step, args)` instead of `step(*args)` on its
+    `at`-th call (call 1 is iteration 0)."""
     real = T.make_step
 
     def poisoned(kind, arch, cfg):
         step = real(kind, arch, cfg)
         calls = {"n": 0}
 
-        def wrapped(params, states, x, noise, z_neg, scale):
+        def wrapped(*args):
             calls["n"] += 1
-            new, states, aux = step(params, states, x, noise, z_neg, scale)
-            if calls["n"] == 7:
-                aux["gen_objective"] = float("nan")
-            return new, states, aux
+            return poison(step, args) if calls["n"] == at else step(*args)
         return wrapped
 
     monkeypatch.setattr(T, "make_step", poisoned)
+
+
+def test_nan_stops_with_a_clear_message_and_keeps_last_good(tmp_path, monkeypatch):
+    ck = tmp_path / "run.npz"
+
+    def nan_objective(step, args):
+        new, states, aux = step(*args)
+        aux["gen_objective"] = float("nan")
+        return new, states, aux
+
+    _poison_step(monkeypatch, 7, nan_objective)
     with pytest.raises(T.TrainingDiverged, match="iteration 6.*last good parameters"):
         T.train("avb", four_points(), ARCH, T.TrainConfig(iters=20, batch=16, step="readable"), seed=0,
                 checkpoint=ck)
@@ -67,21 +76,13 @@ def test_weights_turned_nan_in_place_leave_the_last_checkpoint_alone(tmp_path, m
     """The fast step updates the weights in place: when they (not the losses) turn NaN there
     are no good weights of that iteration to save, and the last checkpoint must stay as it was."""
     ck = tmp_path / "run.npz"
-    real = T.make_step
 
-    def in_place_nan(kind, arch, cfg):
-        step = real(kind, arch, cfg)
-        calls = {"n": 0}
+    def in_place_nan(step, args):                    # iteration 6: a weight goes NaN in place
+        params, states = args[0], args[1]
+        params["dec"][0][0][0, 0] = np.nan
+        return params, states, {"gen_objective": 1.0, "adv_loss": 1.0}
 
-        def wrapped(params, states, x, noise, z_neg, scale):
-            calls["n"] += 1
-            if calls["n"] == 7:                     # iteration 6: a weight goes NaN in place
-                params["dec"][0][0][0, 0] = np.nan
-                return params, states, {"gen_objective": 1.0, "adv_loss": 1.0}
-            return step(params, states, x, noise, z_neg, scale)
-        return wrapped
-
-    monkeypatch.setattr(T, "make_step", in_place_nan)
+    _poison_step(monkeypatch, 7, in_place_nan)
     cfg = T.TrainConfig(iters=20, batch=16, log_every=3, checkpoint_every=3)
     with pytest.raises(T.TrainingDiverged, match="iteration 6.*keeps the last checkpoint"):
         T.train("avb", four_points(), ARCH, cfg, seed=0, checkpoint=ck)
