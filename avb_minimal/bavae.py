@@ -334,6 +334,15 @@ def mnist_name(reconstruction="adversary"):
     return KIND if reconstruction == "adversary" else f"{KIND}_{reconstruction}"
 
 
+def reconstruction_of(name):
+    """The inverse of `mnist_name`: 'bavae' -> 'adversary', 'bavae_exact' -> 'exact'."""
+    for r in RECONSTRUCTION:
+        if mnist_name(r) == name:
+            return r
+    raise ValueError(f"not a Biadversarial VAE model name: {name!r} (expected one of "
+                     f"{', '.join(mnist_name(r) for r in RECONSTRUCTION)})")
+
+
 def train_bavae_mnist(train_x, out_dir, latent=8, quick=False, seed=0, quiet=True, reconstruction="adversary"):
     """A Biadversarial VAE on binarized MNIST with the AVB model's architecture and settings
     (`mnist.mnist_arch`, `mnist.mnist_configs()['avb']`); checkpoint

@@ -73,9 +73,8 @@ def train_mnist(kind, train_x, out_dir, latent=8, quick=False, seed=0, quiet=Tru
     """Train (or resume) one model; its checkpoint is OUT_DIR/<kind>_z<latent>[_quick].npz.
     Returns (params, info) as `train.train`."""
     if check_mnist_kind(kind) in BAVAE_KINDS:
-        from .bavae import train_bavae_mnist
-        return train_bavae_mnist(train_x, out_dir, latent, quick, seed, quiet,
-                                 reconstruction="adversary" if kind == "bavae" else "exact")
+        from .bavae import reconstruction_of, train_bavae_mnist
+        return train_bavae_mnist(train_x, out_dir, latent, quick, seed, quiet, reconstruction_of(kind))
     arch, cfg = mnist_arch(latent, quick), mnist_configs(quick)[kind]
     os.makedirs(out_dir, exist_ok=True)
     ckpt = checkpoint_path(out_dir, kind, latent, quick)
@@ -249,10 +248,10 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
             write_json(json_path, res)
     for k in kinds:                        # where each BAVAE's game stands (cheap, always recomputed)
         if k in BAVAE_KINDS:
-            from .bavae import game_diagnostics
+            from .bavae import game_diagnostics, reconstruction_of
             res[k]["game_diagnostics"] = game_diagnostics(
                 models[k], x_train, arch, np.random.default_rng(20_000 + seed), cfgs[k].negatives,
-                reconstruction="adversary" if k == "bavae" else "exact")
+                reconstruction=reconstruction_of(k))
     order = [k for k in MNIST_KINDS if k in models]          # the table's rows, in the table's order
     if figure and any(k in BAVAE_KINDS for k in order):
         from .plots import bavae_training_figure

@@ -204,7 +204,7 @@ def mnist_section(args):
             params, info = train("avb", x_train, arch, cfg, seed=args.seed, desc="mnist avb")
         else:
             params, info = BV.train_bavae(x_train, arch, cfg, seed=args.seed, desc=f"mnist {kind}",
-                                          reconstruction="adversary" if kind == "bavae" else "exact")
+                                          reconstruction=BV.reconstruction_of(kind))
         r = MN.evaluate_mnist(params, kind, x_eval, arch, np.random.default_rng(10_000 + args.seed),
                               ev["ais_steps"], ev["ais_chains"], ev["leapfrog"], ev["elbo_samples"])
         r["wall_seconds"] = {"train": info["wall_seconds"], **r.pop("_seconds")}

@@ -252,3 +252,10 @@ def test_training_goes_on_when_every_decoder_weight_underflows(monkeypatch):
     assert d["grad_norm_decoder"] == 0.0 and d["grad_norm_encoder"] > 0
     assert d["D_model_median"] < -100 and 1 <= d["w_ess"] <= 10        # exact weights: finite, >= 1
     assert BV.effective_sample_size([0.0, 0.0]) == 0.0 and BV.effective_sample_size([1.0, 1.0, 0.0]) == 2.0
+
+
+def test_mnist_names_and_reconstruction_modes_are_inverse():
+    assert [BV.reconstruction_of(BV.mnist_name(r)) for r in BV.RECONSTRUCTION] == list(BV.RECONSTRUCTION)
+    assert BV.mnist_name("adversary") == "bavae" and BV.reconstruction_of("bavae_exact") == "exact"
+    with pytest.raises(ValueError, match="bavae, bavae_exact"):
+        BV.reconstruction_of("avb")
