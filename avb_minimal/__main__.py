@@ -19,7 +19,11 @@ if "numpy" not in sys.modules and sys.argv[1:3] == ["bench", "step"]:
 
 import numpy as np  # noqa: E402
 
-from .argcheck import non_negative_int, positive_int, writable_file, writable_folder  # noqa: E402
+from .argcheck import check_paths, non_negative_int, positive_int  # noqa: E402
+from .checkpoint import write_json  # noqa: E402
+
+# Each command imports the modules it runs inside its own function: the experiments load
+# matplotlib and scipy, which would cost every command (even --help) a second at start-up.
 
 
 def _kinds_list(s, valid):
@@ -32,22 +36,18 @@ def _kinds_list(s, valid):
 
 def _mnist_models(s):
     """mnist also trains the Biadversarial VAE ('bavae', eq. 19 of seed 002) and its ablation."""
-    from .mnist import MNIST_KINDS
+    from .experiments.mnist import MNIST_KINDS
     return _kinds_list(s, MNIST_KINDS)
 
 
 def _table1_models(s):
     """table1 also trains the Biadversarial VAE ('bavae', seed 002)."""
-    from .experiments import TABLE1_KINDS
+    from .experiments.table1 import TABLE1_KINDS
     return _kinds_list(s, TABLE1_KINDS)
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog="avb-minimal",
-                                description="Adversarial Variational Bayes (Mescheder et al., 2017), "
-                                            "minimal NumPy + autograd implementation.")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_reproduce(sub):
+    """`reproduce table1|eight-schools|mnist`: the paper's experiments."""
     rep = sub.add_parser("reproduce", help="reproduce an experiment of the paper")
     rsub = rep.add_subparsers(dest="experiment", required=True)
     t1 = rsub.add_parser("table1", help="Table 1 / Fig. 6: VAE, AVB, AVB+AC on the 4-point dataset",
@@ -118,6 +118,9 @@ def build_parser():
     mn.add_argument("--seed", type=non_negative_int, default=0, help="training seed (default 0)")
     mn.add_argument("--quiet", action="store_true", help="no progress output")
 
+
+def _add_bench(sub):
+    """`bench step|ops`: the speed of one training step and of the two hot ops."""
     bench = sub.add_parser("bench", help="benchmarks")
     bsub = bench.add_subparsers(dest="what", required=True)
     bs = bsub.add_parser("step", help="time one AVB training step (Algorithm 1)",
@@ -159,6 +162,9 @@ def build_parser():
     bo.add_argument("--json", metavar="PATH", help="write the figures as JSON here")
     bo.set_defaults(func=_bench_ops)
 
+
+def _add_train(sub):
+    """`train`: one model on the 4-point dataset, resumable."""
     tr = sub.add_parser("train", help="train one model on the 4-point dataset (resumable)")
     tr.add_argument("--model", choices=["vae", "avb", "avb_ac", "bavae"], default="avb",
                     help="vae, avb, avb_ac, or bavae (the Biadversarial VAE, seed 002; default avb)")
@@ -174,6 +180,9 @@ def build_parser():
     tr.add_argument("--json", metavar="PATH", help="write the final evaluation (and curve) as JSON")
     tr.add_argument("--quiet", action="store_true")
 
+
+def _add_assignments(sub):
+    """`assignments list|build|grade`: the course tooling."""
     asg = sub.add_parser("assignments", help="course assignments: student tree, handouts, grader",
                          description="Build a student copy of the project with chosen solution regions "
                                      "(### BEGIN SOLUTION / ### END SOLUTION in the library) blanked, "
@@ -203,13 +212,22 @@ def build_parser():
     ag.add_argument("--require-all", action="store_true",
                     help="exit with status 3 unless every task passed (for CI on the solution tree)")
     ag.set_defaults(func=_assignments_grade)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="avb-minimal",
+                                description="Adversarial Variational Bayes (Mescheder et al., 2017), "
+                                            "minimal NumPy + autograd implementation.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_reproduce, _add_bench, _add_train, _add_assignments):
+        add(sub)
     return p
 
 
 def _table1(args):
-    from .experiments import format_table1, table1, table1_json, table1_settings, write_json
     from .data import four_points
-    from .plots import latent_figure
+    from .experiments.plots import latent_figure
+    from .experiments.table1 import format_table1, table1, table1_json, table1_settings
     seeds = tuple(range(args.seeds))
     res = table1(seeds=seeds, quick=args.quick, out_dir=args.out, kinds=args.models,
                  quiet=args.quiet, curve_every=args.curve_every or None)
@@ -222,8 +240,8 @@ def _table1(args):
                         stats=stats)
     print(f"latent-space figure (Fig. 6): {fig}")
     if args.curve_every:
-        from .plots import curve_figure
-        from .experiments import OPTIMUM_LL
+        from .experiments.plots import curve_figure
+        from .experiments.table1 import OPTIMUM_LL
         curves = {f"{k} seed {i}": c for k in args.models for i, c in enumerate(res["models"][k]["curves"])}
         print("log-likelihood curves:", curve_figure(curves, os.path.join(args.out, f"ll_curves{q}.png"),
                                                      optimum=OPTIMUM_LL))
@@ -233,14 +251,14 @@ def _table1(args):
 
 
 def _eight_schools(args):
-    from .eight_schools import format_eight_schools, run_eight_schools
+    from .experiments.eight_schools import format_eight_schools, run_eight_schools
     res = run_eight_schools(quick=args.quick, seeds=tuple(range(args.seeds)), out_dir=args.out,
                             quiet=args.quiet, json_path=args.json)
     print(format_eight_schools(res))
 
 
 def _mnist(args):
-    from .mnist import format_mnist, reproduce_mnist
+    from .experiments.mnist import format_mnist, reproduce_mnist
     res = reproduce_mnist(args.data, args.split, args.latent, args.quick, args.out, args.models,
                           args.ais_examples, args.ais_steps, args.ais_chains, args.leapfrog,
                           seed=args.seed, quiet=args.quiet, json_path=args.json)
@@ -251,8 +269,7 @@ def _mnist(args):
 
 
 def _bench_step(args):
-    from . import bench_step as BS
-    from .experiments import write_json
+    from .fast import bench_step as BS
     if args.threads and os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
         raise ValueError("--threads only works from the command line (before numpy loads); "
                          "set OPENBLAS_NUM_THREADS instead")
@@ -295,8 +312,7 @@ def _bench_step(args):
 
 
 def _bench_ops(args):
-    from .bench_ops import bench_ops, format_bench_ops
-    from .experiments import write_json
+    from .fast.bench_ops import bench_ops, format_bench_ops
     r = bench_ops()
     print(format_bench_ops(r))
     if args.json:
@@ -305,7 +321,7 @@ def _bench_ops(args):
 
 def _train(args):
     from .data import four_points
-    from .experiments import loglik_curve_fn, table1_settings, train_and_evaluate, write_json
+    from .experiments.table1 import loglik_curve_fn, table1_settings, train_and_evaluate
     from .train import TrainConfig
     arch, cfgs, ev = table1_settings(args.quick)
     cfg = cfgs[args.model]
@@ -323,58 +339,30 @@ def _train(args):
 
 
 def _assignments_list(args):
-    from . import assignments as A
-    print(A.format_list(A.list_regions(args.source or A.default_source())))
+    from .course.build import default_source
+    from .course.tasks import format_list, list_regions
+    print(format_list(list_regions(args.source or default_source())))
 
 
 def _assignments_build(args):
-    from . import assignments as A
-    r = A.build(args.out, tasks=args.tasks, source=args.source)
+    from .course.build import build
+    r = build(args.out, tasks=args.tasks, source=args.source)
     print(f"student tree for task(s) {', '.join(r['tasks'])}: {r['out']}")
     print(f"blanked: {', '.join(r['files'])}; handouts: {os.path.join(r['out'], 'handouts')}; "
           f"start with {os.path.join(r['out'], 'STUDENT.md')}")
 
 
 def _assignments_grade(args):
-    from . import assignments as A
-    g = A.grade(args.dir, tasks=args.tasks, timeout=args.timeout)
-    print(A.format_grade(g))
+    from .course.grade import format_grade, grade
+    g = grade(args.dir, tasks=args.tasks, timeout=args.timeout)
+    print(format_grade(g))
     if args.json:
-        A.write_json_atomic(args.json, g)
+        write_json(args.json, g)
         print(f"gradebook: {args.json}")
     if args.require_all:
         bad = [r["task"] for r in g["tasks"] if r["status"] != "passed"]
         if bad:
             raise RuntimeError(f"--require-all: task(s) {', '.join(bad)} did not pass")
-
-
-def check_paths(args):
-    """The command line's paths, checked before any work, each error naming its flag: first
-    the checks that change nothing (a file where a folder is wanted, the --data folder, the
-    bench options that go together), then --out and the output files' folders are made."""
-    reproduce = args.command == "reproduce"          # (assignments build's OUT is build()'s own check)
-    outputs = [(getattr(args, f), "--" + f) for f in ("json", "plot", "checkpoint") if getattr(args, f, None)]
-    for create in (False, True):
-        if reproduce:
-            writable_folder(args.out, "--out", create)
-        for path, flag in outputs:
-            writable_file(path, flag, create)
-        if create:
-            break
-        if reproduce and args.experiment == "mnist":
-            from .data import data_dir
-            data_dir(args.data)
-        if args.command == "bench" and args.what == "step":
-            modes = [m for m in ("sweep", "profile", "time_to_result") if getattr(args, m)]
-            if len(modes) > 1:
-                raise ValueError(f"--{', --'.join(m.replace('_', '-') for m in modes)}: choose one")
-            if args.plot and not args.sweep:
-                raise ValueError("--plot draws a --sweep: add --sweep")
-            if (args.also or args.plot_cpu) and not args.plot:
-                raise ValueError("--also and --plot-cpu go with --plot (and --sweep)")
-            for path in args.also:
-                if not os.path.isfile(path):
-                    raise ValueError(f"--also {path!r}: no such file (a JSON written by bench step --sweep --json)")
 
 
 def main(argv=None):

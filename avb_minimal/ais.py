@@ -28,8 +28,11 @@ the chains' past, which strictly breaks AIS's unbiasedness; it is what the autho
 (and Wu et al. 2017) do, and tests/test_ais.py checks the estimate against exact
 log-likelihoods to within 0.1 nats.
 """
+from __future__ import annotations
+
 import math
 import time
+from typing import Callable
 
 import numpy as np
 from scipy.special import expit, logsumexp
@@ -42,7 +45,7 @@ from .progress import Progress
 
 
 # ------------------------------------------------------------------ schedule
-def sigmoid_schedule(n_steps, delta=4.0):
+def sigmoid_schedule(n_steps: int, delta: float = 4.0) -> np.ndarray:
     """b_0 = 0 < b_1 < ... < b_T = 1 (T = n_steps): a sigmoid on [-delta, delta], rescaled
     (Grosse et al. 2015; Wu et al. 2017): small steps near b = 0, where the path moves
     away from p0 fastest, and near b = 1.  -> (T + 1,), float64."""
@@ -54,7 +57,7 @@ def sigmoid_schedule(n_steps, delta=4.0):
     return b
 
 
-def linear_schedule(n_steps):
+def linear_schedule(n_steps: int) -> np.ndarray:
     if int(n_steps) < 1:
         raise ValueError(f"n_steps must be a positive integer, got {n_steps}")
     return np.linspace(0.0, 1.0, int(n_steps) + 1)
@@ -63,15 +66,17 @@ def linear_schedule(n_steps):
 SCHEDULES = {"sigmoid": sigmoid_schedule, "linear": linear_schedule}
 
 
-def default_adapt(n_steps):
+def default_adapt(n_steps: int) -> float:
     """The step-size adaptation rate: the authors' 2% per transition, faster for short runs."""
     return min(0.5, max(0.02, 5.0 / max(int(n_steps), 1)))
 
 
 # ------------------------------------------------------------------ the sampler
-def ais(loglik_fn, n_examples, z_dim, rng, init_mean=None, init_std=None, n_steps=1000,
-        n_chains=5, n_leapfrog=10, step_size=None, target_accept=0.65, adapt=None,
-        schedule="sigmoid", chunk=256, progress=None):
+def ais(loglik_fn: Callable, n_examples: int, z_dim: int, rng: np.random.Generator,
+        init_mean: np.ndarray | None = None, init_std: np.ndarray | None = None, n_steps: int = 1000,
+        n_chains: int = 5, n_leapfrog: int = 10,
+        step_size: np.ndarray | None = None, target_accept: float = 0.65, adapt: float | None = None,
+        schedule: str = "sigmoid", chunk: int = 256, progress: Progress | None = None) -> dict:
     """AIS estimate of log p(x_e) for n_examples examples.
 
     loglik_fn(start, stop) -> f: the log-likelihood of examples start:stop, where
@@ -228,7 +233,8 @@ def _log_sigmoid(u):
     return np.minimum(u, 0) - a
 
 
-def decoder_loglik_and_grad(dec, x, z, arch, want_value=True):
+def decoder_loglik_and_grad(dec: list, x: np.ndarray, z: np.ndarray, arch: M.Arch,
+                            want_value: bool = True) -> tuple:
     """log p(x|z) = sum_d x_d l_d - softplus(l_d), l = decoder_logits(z), and its gradient
     with respect to z, back-propagated by hand through the MLP (no weight gradients).
     x, z: (R, D), (R, dz) float32 -> ll (R,) float64 or None, grad (R, dz) float64."""
@@ -257,9 +263,12 @@ def decoder_loglik_and_grad(dec, x, z, arch, want_value=True):
     return ll, g.astype(np.float64)
 
 
-def ais_log_likelihood(params, kind, x, arch, rng, n_steps=1000, n_chains=5, n_leapfrog=10,
-                       step_size=None, target_accept=0.65, adapt=None, chunk=512, init=None,
-                       n_noise=10000, quiet=True, desc="AIS", dtype=np.float32):
+def ais_log_likelihood(params: dict, kind: str, x: np.ndarray, arch: M.Arch, rng: np.random.Generator,
+                       n_steps: int = 1000, n_chains: int = 5, n_leapfrog: int = 10,
+                       step_size: np.ndarray | None = None,
+                       target_accept: float = 0.65, adapt: float | None = None, chunk: int = 512,
+                       init: str | None = None, n_noise: int = 10000, quiet: bool = True, desc: str = "AIS",
+                       dtype: type = np.float32) -> dict:
     """AIS estimate of log p(x) for each row of binary x under a trained model's decoder.
 
     init: 'prior' (N(0, I)) or 'ac' (the noise-basis encoder's Gaussian N(mean(x), var(x)),
@@ -303,13 +312,13 @@ def ais_log_likelihood(params, kind, x, arch, rng, n_steps=1000, n_chains=5, n_l
 
 
 # ------------------------------------------------------------------ the AC Gaussian
-def ac_gaussian(enc, x, arch, rng, n_noise=10000):
+def ac_gaussian(enc: dict, x: np.ndarray, arch: M.Arch, rng: np.random.Generator, n_noise: int = 10000) -> tuple:
     """The Gaussian of adaptive contrast for the noise-basis encoder (supplement III):
     mean(x) = z0(x) + sum_i a_i(x) E[v_i]         (eq. III.2)
     var(x)  = sum_i a_i(x)^2 Var[v_i]             (eq. III.3)
     with E[v_i], Var[v_i] estimated once from n_noise draws of eps (v_i does not
     depend on x, so one sample serves every example).  -> mean, var (N, dz) float64."""
-    act = M.get_activation(arch.activation)
+    act = arch.act
     m, dz = arch.n_basis, arch.z_dim
     eps = M.sample_noise(rng, "avb_ac", arch, int(n_noise))                    # (K, m, e)
     v = np.asarray(M._basis_nets(enc["v"], eps, act), np.float64)             # (K, m, dz)

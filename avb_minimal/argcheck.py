@@ -4,6 +4,8 @@ a type's message with "argument --flag:", so the types do not name their flag.)"
 import argparse
 import os
 
+from .data import data_dir
+
 
 def positive_int(s):
     """argparse type: an integer >= 1."""
@@ -58,3 +60,31 @@ def writable_file(path, flag, create=True):
         raise ValueError(f"{flag} {path!r} is a folder; give a file path")
     writable_folder(os.path.dirname(os.path.abspath(path)), f"{flag}'s folder", create)
     return path
+
+
+def check_paths(args):
+    """The command line's paths, checked before any work, each error naming its flag: first
+    the checks that change nothing (a file where a folder is wanted, the --data folder, the
+    bench options that go together), then --out and the output files' folders are made."""
+    reproduce = args.command == "reproduce"          # (assignments build's OUT is build()'s own check)
+    outputs = [(getattr(args, f), "--" + f) for f in ("json", "plot", "checkpoint") if getattr(args, f, None)]
+    for create in (False, True):
+        if reproduce:
+            writable_folder(args.out, "--out", create)
+        for path, flag in outputs:
+            writable_file(path, flag, create)
+        if create:
+            break
+        if reproduce and args.experiment == "mnist":
+            data_dir(args.data)
+        if args.command == "bench" and args.what == "step":
+            modes = [m for m in ("sweep", "profile", "time_to_result") if getattr(args, m)]
+            if len(modes) > 1:
+                raise ValueError(f"--{', --'.join(m.replace('_', '-') for m in modes)}: choose one")
+            if args.plot and not args.sweep:
+                raise ValueError("--plot draws a --sweep: add --sweep")
+            if (args.also or args.plot_cpu) and not args.plot:
+                raise ValueError("--also and --plot-cpu go with --plot (and --sweep)")
+            for path in args.also:
+                if not os.path.isfile(path):
+                    raise ValueError(f"--also {path!r}: no such file (a JSON written by bench step --sweep --json)")

@@ -9,10 +9,17 @@ time one of its kernels is asked for.  The NumPy forms in `ops` run everywhere e
 When cupy is chosen, autograd is taught about cupy arrays (an ArrayBox and a VSpace
 for ``cupy.ndarray``), so gradients of device arrays stay on the device.
 """
+from __future__ import annotations
+
+import importlib.util
 import os
 import sys
+from types import ModuleType
+from typing import Callable
 
 import numpy
+from autograd.numpy.numpy_boxes import ArrayBox
+from autograd.numpy.numpy_vspaces import ArrayVSpace
 
 _BACKENDS = ("numpy", "cupy")
 KERNEL_FILES = ("inner_product.cu", "bernoulli.cu")
@@ -35,12 +42,12 @@ def _cupy_or_none():
     return cupy
 
 
-def cupy_module():
+def cupy_module() -> ModuleType | None:
     """The cupy module when cupy imports and sees a GPU, else None (for tests and benchmarks)."""
     return _cupy_or_none()
 
 
-def backend_name():
+def backend_name() -> str:
     """'numpy' or 'cupy': the backend the hot ops dispatch to."""
     if _state["name"] is None:
         wanted = os.environ.get("AVB_BACKEND", "").strip().lower()
@@ -65,44 +72,50 @@ def backend_name():
 
 def _cupy_importable():
     try:
-        import importlib.util
         return importlib.util.find_spec("cupy") is not None
     except Exception:
         return False
 
 
-def xp():
+def xp() -> ModuleType:
     """The array module of the active backend (numpy here unless a GPU is present)."""
     if backend_name() == "cupy":
         return _cupy_or_none()
     return numpy
 
 
-def to_numpy(a):
+def to_numpy(a: numpy.ndarray) -> numpy.ndarray:
     """Host copy of an array from either backend."""
     if hasattr(a, "get"):
         return a.get()
     return numpy.asarray(a)
 
 
-def to_device(a):
+def to_device(a: numpy.ndarray) -> numpy.ndarray:
     """`a` as an array of the active backend (a cupy array on a GPU, else unchanged)."""
     return xp().asarray(a)
 
 
-def is_device_array(a):
+def is_device_array(a: object) -> bool:
     """True for a cupy array.  Looks cupy up in sys.modules: never imports it."""
     cupy = sys.modules.get("cupy")
     return cupy is not None and isinstance(a, cupy.ndarray)
 
 
-def array_module(a):
+def array_module(a: numpy.ndarray) -> ModuleType:
     """cupy for a cupy array, numpy for anything else (like cupy.get_array_module)."""
     return sys.modules["cupy"] if is_device_array(a) else numpy
 
 
+def check_finite(name: str, a: numpy.ndarray) -> None:
+    """ValueError naming `name` if `a` holds NaN or inf (one pass over the array)."""
+    ok = array_module(a).isfinite(a)
+    if not bool(ok.all()):
+        raise ValueError(f"{name} must be finite; it holds {int(ok.size - ok.sum())} NaN or inf value(s)")
+
+
 # ------------------------------------------------------------------ kernels
-def kernels_dir():
+def kernels_dir() -> str:
     """The folder holding the kernel sources: avb_minimal/kernels in an installed
     package (setup.py ships the top-level kernels/ folder there), else the
     top-level kernels/ of a source checkout."""
@@ -114,13 +127,13 @@ def kernels_dir():
                             f"{os.path.join(here, 'kernels')} nor in the source tree")
 
 
-def kernel_source(stem):
+def kernel_source(stem: str) -> str:
     """The text of kernels/<stem>.cu."""
     with open(os.path.join(kernels_dir(), stem + ".cu"), encoding="utf-8") as fh:
         return fh.read()
 
 
-def kernel(stem, name):
+def kernel(stem: str, name: str) -> Callable:
     """The CUDA kernel `name` of kernels/<stem>.cu, callable as fn(grid, block, args).
 
     The file is compiled (NVRTC, through cupy.RawModule) the first time one of its
@@ -140,8 +153,6 @@ def kernel(stem, name):
 # ------------------------------------------------------------------ autograd
 def _register_autograd(cupy):
     """Let autograd box cupy arrays and build their vector spaces on the device."""
-    from autograd.numpy.numpy_boxes import ArrayBox
-    from autograd.numpy.numpy_vspaces import ArrayVSpace
 
     class CupyVSpace(ArrayVSpace):
         def __init__(self, value):          # ArrayVSpace would copy value to the host

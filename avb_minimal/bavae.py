@@ -31,35 +31,37 @@ adversary gets (14)'s form, the image adversary (6)'s): each adversary then esti
 KL in the other direction.  Here the equations are implemented; tests/test_bavae.py fails
 if the two are swapped.
 """
+from __future__ import annotations
+
 import math
 import os
+from typing import Callable
 
 import autograd.numpy as np
 import numpy as onp
 from autograd import grad
+from autograd.scipy.special import logsumexp  # scipy.special.logsumexp with a gradient
 from autograd.tracer import getval
-from scipy.special import expit, logsumexp
+from scipy.special import expit
 
 from . import evaluate as E
 from . import models as M
 from . import objectives as O
+from . import train as T
 from .checkpoint import OTHER_RUN, load_checkpoint, read_meta
 from .data import check_binary_data, sample_batch
-from .distributions import bernoulli_loglik
-from .nn import get_activation, resnet, stop_gradient, tree_leaves
-from .ops import inner_product_all_pairs, inner_product_rows
+from .nn import resnet
+from .ops import bernoulli_loglik, inner_product_all_pairs, inner_product_rows
 from .optim import Adam, adam_init, adam_step
-from .train import TrainConfig, run_training
-from .train import _resume as _resume_checkpoint
-from .train import _save as _save_checkpoint
-from .train import init_states as _init_avb_states
+from .train import TrainConfig, resume_run, run_training, save_run
+from .trees import stop_gradient, tree_leaves
 
 KIND = "bavae"
 PLAYERS = ("gen", "adv", "adv_dec")        # (encoder, decoder), D_phi, D_theta,phi
 
 
 # ------------------------------------------------------------------ the model
-def init_bavae(rng, arch, dtype=onp.float32):
+def init_bavae(rng: onp.random.Generator, arch: M.Arch, dtype: type = onp.float32) -> dict:
     """{'enc': implicit encoder z = g(x, eps), 'dec': Bernoulli decoder, 'adv': D_phi,
     'adv_dec': D_theta,phi}.  enc, dec, adv are drawn exactly as AVB's for the same rng."""
     params = M.init_params(rng, "avb", arch, dtype)
@@ -67,21 +69,23 @@ def init_bavae(rng, arch, dtype=onp.float32):
     return params
 
 
-def adversary_D(adv, x, z, arch):
+def adversary_D(adv: dict, x: onp.ndarray, z: onp.ndarray, arch: M.Arch) -> onp.ndarray:
     """D(x_i, z_i) for matched rows, no folded prior.  (B, D), (B, dz) -> (B,)."""
     if arch.adversary == "inner":
-        return inner_product_rows(M.adversary_features_x(adv, x, arch), M.adversary_features_z(adv, z, arch))
-    return resnet(adv["net"], np.concatenate([x, z], axis=1), get_activation(arch.activation))[:, 0]
+        return inner_product_rows(M.adversary_features_x(adv, x, arch.act, arch.adv_unary),
+                                  M.adversary_features_z(adv, z, arch.act, arch.adv_unary))
+    return resnet(adv["net"], np.concatenate([x, z], axis=1), arch.act)[:, 0]
 
 
-def adversary_D_all_pairs(adv, x, z, arch):
+def adversary_D_all_pairs(adv: dict, x: onp.ndarray, z: onp.ndarray, arch: M.Arch) -> onp.ndarray:
     """D(x_i, z_j) for all i, j (inner-product adversary).  -> (B, M)."""
     if arch.adversary != "inner":
         raise ValueError("all-pairs logits need the inner-product adversary (Arch.adversary='inner')")
-    return inner_product_all_pairs(M.adversary_features_x(adv, x, arch), M.adversary_features_z(adv, z, arch))
+    return inner_product_all_pairs(M.adversary_features_x(adv, x, arch.act, arch.adv_unary),
+                                   M.adversary_features_z(adv, z, arch.act, arch.adv_unary))
 
 
-def sample_decoder(logits, u):
+def sample_decoder(logits: onp.ndarray, u: onp.ndarray) -> onp.ndarray:
     """x' ~ p_theta(x'|z): Bernoulli(sigmoid(l)) from uniforms u, no gradient.  (B, D) -> (B, D)."""
     l = onp.asarray(getval(logits))
     return (u < expit(l)).astype(l.dtype)          # no log(0); u rounded to 1.0 in float32 gives 0
@@ -90,7 +94,9 @@ def sample_decoder(logits, u):
 RECONSTRUCTION = ("adversary", "exact")
 
 
-def bavae_losses(params, x, eps, z_prior, u, arch, negatives="pairs", aux=None, reconstruction="adversary"):
+def bavae_losses(params: dict, x: onp.ndarray, eps: onp.ndarray, z_prior: onp.ndarray, u: onp.ndarray,
+                 arch: M.Arch, negatives: str = "pairs", aux: dict | None = None,
+                 reconstruction: str = "adversary") -> tuple:
     """The three losses of one simultaneous step of eq. (19), arranged (as `objectives.avb_losses`)
     so that ONE gradient of their sum gives each player the gradient of its own loss:
 
@@ -110,8 +116,8 @@ def bavae_losses(params, x, eps, z_prior, u, arch, negatives="pairs", aux=None, 
         raise ValueError(f"reconstruction must be one of {RECONSTRUCTION}, got {reconstruction!r}")
     O.check_negatives(negatives)
     enc_obj, dec_obj = O.get_objective("bavae_encoder"), O.get_objective("bavae_decoder")
-    z = M.implicit_encoder(params["enc"], x, eps, arch)                 # (B, dz)
-    logits = M.decoder_logits(params["dec"], z, arch)                   # (B, D)
+    z = M.implicit_encoder(params["enc"], x, eps, arch.act)                 # (B, dz)
+    logits = M.decoder_logits(params["dec"], z, arch.act)                   # (B, D)
     x_model = sample_decoder(logits, u)                                 # (B, D)  x' ~ p(x'|z)
     # --- generator: both adversaries fixed; gradient through z, and through log p(x'|z)
     A, A_dec = stop_gradient(params["adv"]), stop_gradient(params["adv_dec"])
@@ -150,7 +156,7 @@ def bavae_losses(params, x, eps, z_prior, u, arch, negatives="pairs", aux=None, 
 
 
 # ------------------------------------------------------------------ training
-def make_bavae_step(arch, cfg, reconstruction="adversary"):
+def make_bavae_step(arch: M.Arch, cfg: TrainConfig, reconstruction: str = "adversary") -> Callable:
     """step(params, states, x, eps, z_prior, u, scale) -> (params, states, aux): one
     simultaneous update of the three players of eq. (19)."""
     gen_opt, adv_opt = Adam(cfg.lr_gen, cfg.b1, cfg.b2), Adam(cfg.lr_adv, cfg.b1, cfg.b2)
@@ -172,18 +178,18 @@ def make_bavae_step(arch, cfg, reconstruction="adversary"):
     return step
 
 
-def init_states(params):
-    return dict(_init_avb_states("avb", params), adv_dec=adam_init(params["adv_dec"]))
+def init_states(params: dict) -> dict:
+    return dict(T.init_states("avb", params), adv_dec=adam_init(params["adv_dec"]))
 
 
-def effective_sample_size(w):
+def effective_sample_size(w: onp.ndarray) -> float:
     """(sum w)^2 / sum w^2 of non-negative weights, in float64; 0 if they are all 0."""
     w = onp.asarray(w, onp.float64)
     s2 = float(onp.sum(w * w))
     return float(onp.sum(w) ** 2 / s2) if s2 > 0 else 0.0
 
 
-def sample_step_noise(rng, arch, batch):
+def sample_step_noise(rng: onp.random.Generator, arch: M.Arch, batch: int) -> tuple:
     """(eps, z_prior, u) for one step."""
     eps = M.sample_noise(rng, "avb", arch, batch)                               # (B, eps_dim)
     z_prior = rng.standard_normal((batch, arch.z_dim)).astype(onp.float32)      # (B, dz)
@@ -192,7 +198,7 @@ def sample_step_noise(rng, arch, batch):
 
 
 def _resume(path, arch, params, states, reconstruction):
-    """`train._resume` (kind, architecture, optimiser states, rng) after the checks of its own:
+    """`train.resume_run` (kind, architecture, optimiser states, rng) after the checks of its own:
     the checkpoint's reconstruction mode and exp cap (`objectives.exp_linear`)."""
     meta = read_meta(path)
     if meta.get("kind") == KIND and meta.get("reconstruction", "adversary") != reconstruction:
@@ -201,11 +207,12 @@ def _resume(path, arch, params, states, reconstruction):
     if meta.get("exp_cap", O.EXP_CAP) != O.EXP_CAP:
         raise ValueError(f"checkpoint {path!r} was trained with objectives.EXP_CAP = {meta['exp_cap']}, "
                          f"not {O.EXP_CAP}" + OTHER_RUN)
-    return _resume_checkpoint(path, KIND, arch, params, states)
+    return resume_run(path, KIND, arch, params, states)
 
 
-def train_bavae(data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=None, eval_every=0,
-                desc=None, reconstruction="adversary"):
+def train_bavae(data: onp.ndarray, arch: M.Arch, cfg: TrainConfig, seed: int = 0, checkpoint: str | None = None,
+                quiet: bool = True, eval_fn: Callable | None = None, eval_every: int = 0,
+                desc: str | None = None, reconstruction: str = "adversary") -> tuple:
     """Train a Biadversarial VAE on binary `data` (N, D); same contract as `train.train`
     (resumable checkpoint, eval_fn every eval_every iterations, TrainingDiverged on NaN/inf).
     cfg: a `train.TrainConfig` (lr_adv serves both adversaries; adv_steps must be 1).
@@ -231,14 +238,14 @@ def train_bavae(data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=No
         return step(params, states, x, eps, z_prior, u, cfg.lr_scale(it))
 
     def save(params, states, it, history, wall):
-        _save_checkpoint(checkpoint, KIND, arch, cfg, params, states, it, rng, history, wall,
+        save_run(checkpoint, KIND, arch, cfg, params, states, it, rng, history, wall,
                          reconstruction=reconstruction, exp_cap=O.EXP_CAP)
 
     return run_training(one_step, save, params, states, cfg, start, history, wall0, checkpoint,
                         desc or KIND, quiet, eval_fn, eval_every, ("kl_encoder", "kl_decoder", "w_model"))
 
 
-def load_bavae(path, arch):
+def load_bavae(path: str, arch: M.Arch) -> dict:
     """Parameters of a trained Biadversarial VAE from its checkpoint."""
     template = init_bavae(onp.random.default_rng(0), arch)
     trees, _ = load_checkpoint(path, {"params": template})
@@ -246,19 +253,21 @@ def load_bavae(path, arch):
 
 
 # ------------------------------------------------------------------ evaluation
-def elbo_adversary(params, data, arch, rng, n=2000):
+def elbo_adversary(params: dict, data: onp.ndarray, arch: M.Arch, rng: onp.random.Generator,
+                   n: int = 2000) -> onp.ndarray:
     """The encoder adversary's ELBO estimate E_q[log p(x|z) + D_phi(x, z)] (D* = log p/q):
     it trusts D = D*, so it is NOT a bound.  -> (N,)."""
     out = []
     for x1 in onp.asarray(data, onp.float32):
         xr = onp.repeat(x1[None], n, axis=0)                                  # (n, D)
-        z = M.implicit_encoder(params["enc"], xr, M.sample_noise(rng, "avb", arch, n), arch)
-        ll = bernoulli_loglik(xr, M.decoder_logits(params["dec"], z, arch))
+        z = M.implicit_encoder(params["enc"], xr, M.sample_noise(rng, "avb", arch, n), arch.act)
+        ll = bernoulli_loglik(xr, M.decoder_logits(params["dec"], z, arch.act))
         out.append(float(onp.mean(ll + adversary_D(params["adv"], xr, z, arch))))
     return onp.array(out)
 
 
-def evaluate_bavae(params, data, arch, rng, grid_n=512, n_samples=10000):
+def evaluate_bavae(params: dict, data: onp.ndarray, arch: M.Arch, rng: onp.random.Generator, grid_n: int = 512,
+                   n_samples: int = 10000) -> dict:
     """The Table 1 quantities of `evaluate.evaluate_model` for a Biadversarial VAE (its encoder
     and decoder are AVB's kinds, so the honest estimates are the same functions)."""
     ll = E.exact_log_likelihood_refined(params["dec"], data, arch, grid_n)
@@ -269,8 +278,9 @@ def evaluate_bavae(params, data, arch, rng, grid_n=512, n_samples=10000):
             "elbo_adversary": float(onp.mean(elbo_adversary(params, data, arch, rng)))}
 
 
-def game_diagnostics(params, data, arch, rng, negatives="all_pairs", batch=100, n_batches=3,
-                     reconstruction="adversary"):
+def game_diagnostics(params: dict, data: onp.ndarray, arch: M.Arch, rng: onp.random.Generator,
+                     negatives: str = "all_pairs", batch: int = 100, n_batches: int = 3,
+                     reconstruction: str = "adversary") -> dict:
     """Where a trained BAVAE's game stands, on n_batches training batches at its parameters:
     the decoder adversary's D on data pairs (x, z ~ q(z|x)) and on model pairs (x' ~ p(x'|z), z),
     w = exp(D(x', z) - 1) (batch mean and effective sample size (sum w)^2 / sum w^2), and the
@@ -286,8 +296,8 @@ def game_diagnostics(params, data, arch, rng, negatives="all_pairs", batch=100, 
     for _ in range(n_batches):
         x = sample_batch(rng, data, batch)                                  # (B, D)
         eps, z_prior, u = sample_step_noise(rng, arch, batch)
-        z = M.implicit_encoder(params["enc"], x, eps, arch)
-        x_model = sample_decoder(M.decoder_logits(params["dec"], z, arch), u)
+        z = M.implicit_encoder(params["enc"], x, eps, arch.act)
+        x_model = sample_decoder(M.decoder_logits(params["dec"], z, arch.act), u)
         D_data = onp.asarray(adversary_D(params["adv_dec"], x, z, arch), onp.float64)
         D_model = onp.asarray(adversary_D(params["adv_dec"], x_model, z, arch), onp.float64)
         a = D_model - 1.0                                                   # log w, exact exp
@@ -301,7 +311,8 @@ def game_diagnostics(params, data, arch, rng, negatives="all_pairs", batch=100, 
 
 
 # ------------------------------------------------------------------ what the game optimises
-def discrete_game(log_q_z_given_x, dec_logits, x, log_pz=None):
+def discrete_game(log_q_z_given_x: onp.ndarray, dec_logits: onp.ndarray, x: onp.ndarray,
+                  log_pz: onp.ndarray | None = None) -> dict:
     """Every quantity of eq. (19) in closed form, for a discrete latent.
 
     log_q_z_given_x: (N, K) log q(z|x_i) for the N data points (p_D uniform over them);
@@ -312,7 +323,6 @@ def discrete_game(log_q_z_given_x, dec_logits, x, log_pz=None):
       elbo, log_likelihood, mutual_information I_q(x; z), data_entropy H(x) = log N.
     Identity: v_encoder + v_decoder = -elbo - H(x) + I_q(x; z).
     """
-    from autograd.scipy.special import logsumexp
     N, K = log_q_z_given_x.shape
     lpz = -np.log(K) * np.ones(K) if log_pz is None else log_pz
     lq = log_q_z_given_x                                                     # (N, K)
@@ -329,27 +339,15 @@ def discrete_game(log_q_z_given_x, dec_logits, x, log_pz=None):
 
 
 # ------------------------------------------------------------------ binarized MNIST
-def mnist_name(reconstruction="adversary"):
+def mnist_name(reconstruction: str = "adversary") -> str:
     """'bavae' (the paper's eq. 19) or 'bavae_exact' (the ablation of `bavae_losses`)."""
     return KIND if reconstruction == "adversary" else f"{KIND}_{reconstruction}"
 
 
-def reconstruction_of(name):
+def reconstruction_of(name: str) -> str:
     """The inverse of `mnist_name`: 'bavae' -> 'adversary', 'bavae_exact' -> 'exact'."""
     for r in RECONSTRUCTION:
         if mnist_name(r) == name:
             return r
     raise ValueError(f"not a Biadversarial VAE model name: {name!r} (expected one of "
                      f"{', '.join(mnist_name(r) for r in RECONSTRUCTION)})")
-
-
-def train_bavae_mnist(train_x, out_dir, latent=8, quick=False, seed=0, quiet=True, reconstruction="adversary"):
-    """A Biadversarial VAE on binarized MNIST with the AVB model's architecture and settings
-    (`mnist.mnist_arch`, `mnist.mnist_configs()['avb']`); checkpoint
-    OUT_DIR/<mnist_name>_z<latent>[_quick].npz (resumed if present).  Returns (params, info)."""
-    from .mnist import checkpoint_path, mnist_arch, mnist_configs
-    arch, cfg = mnist_arch(latent, quick), mnist_configs(quick)["avb"]
-    os.makedirs(out_dir, exist_ok=True)
-    name = mnist_name(reconstruction)
-    return train_bavae(train_x, arch, cfg, seed=seed, checkpoint=checkpoint_path(out_dir, name, latent, quick),
-                       quiet=quiet, desc=f"mnist {name}", reconstruction=reconstruction)

@@ -3,6 +3,9 @@ and where the binarized MNIST files are."""
 import argparse
 import os
 
+from .argcheck import non_negative_int, writable_folder
+from .data import data_dir, dataset_file, load_binary
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 SHARED_MNIST = os.path.join(os.pardir, "shared", "data", "binarized_mnist")   # beside the checkout
 
@@ -25,7 +28,6 @@ def mnist_folder():
 def load_mnist(folder=None):
     """(train, valid, folder) of binarized MNIST from `folder` (None: `mnist_folder()`);
     ValueError (what to put where) if absent."""
-    from .data import data_dir, dataset_file, load_binary
     folder = data_dir(folder or mnist_folder())
     return load_binary(dataset_file(folder, "train")), load_binary(dataset_file(folder, "valid")), folder
 
@@ -35,7 +37,6 @@ def chapter_args(description, quick_help, full_help, default_out, argv=None, dat
     must be a writable folder (checked before any work starts, so a long run never
     fails at the end for want of a place to put its figure).  data=True: the chapter
     reads binarized MNIST, from --data DIR (default: `mnist_folder()`)."""
-    from .argcheck import non_negative_int, writable_folder
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--full", action="store_true", help=full_help)

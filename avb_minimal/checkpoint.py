@@ -1,17 +1,20 @@
 """Checkpoints: pytrees of arrays plus JSON metadata in one .npz, written atomically."""
+from __future__ import annotations
+
 import json
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 
-from .nn import tree_leaves, tree_map_with_path
+from .trees import tree_leaves, tree_map_with_path
 
 # appended to "this checkpoint is not for this run" errors: what the user can do about it
 OTHER_RUN = "; it belongs to another run: delete it, or write this run elsewhere (--out / --checkpoint)"
 
 
-def save_checkpoint(path, trees, meta):
+def save_checkpoint(path: str, trees: dict, meta: dict) -> None:
     """Write {name: pytree} and a JSON-able `meta` dict to `path` atomically
     (temporary file in the same folder, then rename): a crash never leaves a
     half-written checkpoint behind."""
@@ -34,7 +37,7 @@ def save_checkpoint(path, trees, meta):
         raise
 
 
-def load_checkpoint(path, templates):
+def load_checkpoint(path: str, templates: dict) -> tuple:
     """Read a checkpoint written by `save_checkpoint`.  `templates` gives the
     expected pytree per name; every array must exist with the template's shape.
     Returns ({name: pytree}, meta).  Raises ValueError naming what is missing or
@@ -81,7 +84,6 @@ def _not_ours(path, why):
 def _open(path):
     """np.load of a checkpoint; ValueError naming the file if it is not an .npz (empty, cut
     short, a .npy, another format, or a folder).  Other OSErrors (permissions) pass through."""
-    import zipfile
     if os.path.isdir(path):
         raise _not_ours(path, "it is a folder")
     if not zipfile.is_zipfile(path):
@@ -92,7 +94,7 @@ def _open(path):
         raise _not_ours(path, f"{type(e).__name__}: {e}") from None
 
 
-def read_meta(path):
+def read_meta(path: str) -> dict:
     """Only the metadata of a checkpoint (to check what it holds before loading it)."""
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -101,3 +103,19 @@ def read_meta(path):
         if "__meta__" not in f.files:
             raise _not_ours(path, "it has no '__meta__' entry")
         return json.loads(str(f["__meta__"]))
+
+
+def write_json(path: str, obj: object) -> None:
+    """Write JSON atomically: a temporary file beside `path`, then a rename.  On any error
+    the temporary file is removed and `path` is left as it was."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.path.basename(path)}.", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, default=float)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -3,22 +3,29 @@
 The synthetic dataset of the paper (sec. 5.2, Fig. 5) is embedded: the four
 2x2 binary images with exactly one pixel on, sampled uniformly.
 """
+from __future__ import annotations
+
+import gzip
+import os
+import zipfile
+import zlib
+
 import numpy as np
 
-from .ops import check_finite
+from .backend import check_finite
 
 
-def four_points(dtype=np.float32):
+def four_points(dtype: type = np.float32) -> np.ndarray:
     """The 4 data points of the synthetic example: one-hot 2x2 images.  (4, 4)."""
     return np.eye(4, dtype=dtype)
 
 
-def sample_batch(rng, data, batch_size):
+def sample_batch(rng: np.random.Generator, data: np.ndarray, batch_size: int) -> np.ndarray:
     """x^(1..m) ~ p_D(x): rows of `data` drawn uniformly with replacement.  (m, D)."""
     return data[rng.integers(0, data.shape[0], size=batch_size)]
 
 
-def check_binary_data(x, name="x", dim=None):
+def check_binary_data(x: np.ndarray, name: str = "x", dim: int | None = None) -> np.ndarray:
     """Validate a (N, D) array of 0/1 values for a Bernoulli likelihood; return it as float32."""
     if not isinstance(x, np.ndarray):
         raise ValueError(f"{name} must be a numpy array of shape (N, D), got {type(x).__name__}")
@@ -42,9 +49,8 @@ def check_binary_data(x, name="x", dim=None):
 DATA_ENV = "AVB_DATA"
 
 
-def data_dir(path=None):
+def data_dir(path: str | None = None) -> str:
     """The dataset folder: `path` if given, else $AVB_DATA.  Nothing is downloaded."""
-    import os
     d = path if path is not None else os.environ.get(DATA_ENV)
     if d is None:
         raise ValueError(f"no dataset folder given: pass --data DIR or set {DATA_ENV}=DIR, where DIR "
@@ -58,10 +64,8 @@ def data_dir(path=None):
     return d
 
 
-def load_npz(path, key="x", dim=784):
+def load_npz(path: str, key: str = "x", dim: int = 784) -> np.ndarray:
     """A binary dataset stored as an .npz with one (N, dim) 0/1 array under `key`.  -> float32."""
-    import os
-    import zipfile
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file; expected an .npz holding key {key!r}, "
                          f"a 0/1 array of shape (N, {dim})")
@@ -83,10 +87,9 @@ _WHITESPACE = np.zeros(256, bool)
 _WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
 
 
-def load_amat(path, dim=784):
+def load_amat(path: str, dim: int = 784) -> np.ndarray:
     """The fixed binarization as distributed by Larochelle (binarized_mnist_{train,valid,test}.amat):
     text, one image per line, `dim` whitespace-separated 0/1 values.  -> float32 (N, dim)."""
-    import os
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file; expected a text .amat file with {dim} 0/1 values per line")
     with open(path, "rb") as fh:
@@ -120,15 +123,13 @@ def load_amat(path, dim=784):
 IDX_IMAGES_MAGIC = 2051      # 0x00000803: unsigned bytes, 3 dimensions (N, rows, cols)
 
 
-def load_idx(path, rng=None, dim=784, binarize=True):
+def load_idx(path: str, rng: np.random.Generator | None = None, dim: int = 784,
+             binarize: bool = True) -> np.ndarray:
     """MNIST images in the IDX format (train-images-idx3-ubyte, optionally .gz).
 
     binarize=True: dynamic binarization, x_d ~ Bernoulli(pixel_d / 255), drawn with the
     Generator `rng` (one draw per call: call again with the rng to get a fresh draw);
     binarize=False: the intensities pixel / 255 in [0, 1].  -> float32 (N, dim)."""
-    import gzip
-    import os
-    import zlib
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file; expected MNIST images in the IDX format "
                          "(e.g. train-images-idx3-ubyte or train-images-idx3-ubyte.gz)")
@@ -161,10 +162,9 @@ def load_idx(path, rng=None, dim=784, binarize=True):
     return (rng.random(p.shape, dtype=np.float32) < p).astype(np.float32)
 
 
-def load_binary(path, rng=None, dim=784):
+def load_binary(path: str, rng: np.random.Generator | None = None, dim: int = 784) -> np.ndarray:
     """Load a binary dataset by its file type: .npz (key 'x'), .amat (text) or MNIST IDX
     (dynamically binarized with `rng`).  -> float32 (N, dim) of 0/1."""
-    import os
     name = os.path.basename(path).lower()
     if name.endswith(".npz"):
         return load_npz(path, "x", dim)
@@ -176,11 +176,10 @@ def load_binary(path, rng=None, dim=784):
                      "MNIST IDX file (*idx3-ubyte, optionally .gz)")
 
 
-def dataset_file(folder, split):
+def dataset_file(folder: str, split: str) -> str:
     """The file of `split` in `folder`: FOLDER/<split>.npz, else the .amat name of the fixed
     binarization (binarized_mnist_<split>.amat), else FOLDER/<split> itself.  A missing file
     gives a message saying what to put where."""
-    import os
     tries = [os.path.join(folder, f"{split}.npz"), os.path.join(folder, f"binarized_mnist_{split}.amat"),
              os.path.join(folder, split)]
     for t in tries:

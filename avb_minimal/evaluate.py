@@ -8,6 +8,8 @@
 - annealed importance sampling, `ais_log_likelihood` (from ais.py), for latents
   too large to integrate on a grid (binarized MNIST, Table 2).
 """
+from __future__ import annotations
+
 import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln, logsumexp
@@ -18,7 +20,7 @@ from .ops import bernoulli_loglik
 
 
 # ------------------------------------------------------------------ grid integration
-def latent_grid(n, lim=6.0):
+def latent_grid(n: int, lim: float = 6.0) -> tuple:
     """Midpoints of an n x n grid over [-lim, lim]^2 and the cell area.  -> (n*n, 2), float."""
     edges = np.linspace(-lim, lim, n + 1)
     mid = 0.5 * (edges[1:] + edges[:-1])
@@ -26,7 +28,8 @@ def latent_grid(n, lim=6.0):
     return zz, (2 * lim / n) ** 2
 
 
-def decoder_loglik_grid(dec, data, arch, n=512, lim=6.0, chunk=65536):
+def decoder_loglik_grid(dec: list, data: np.ndarray, arch: M.Arch, n: int = 512, lim: float = 6.0,
+                        chunk: int = 65536) -> tuple:
     """log p(x_i | z) for every data row i and grid point z.  -> (N, n*n), grid, cell area."""
     if arch.z_dim != 2:
         raise ValueError(f"grid integration needs a 2-d latent, got z_dim={arch.z_dim}")
@@ -36,21 +39,22 @@ def decoder_loglik_grid(dec, data, arch, n=512, lim=6.0, chunk=65536):
     x = np.asarray(data, np.float64)
     out = np.empty((x.shape[0], zz.shape[0]))
     for s in range(0, zz.shape[0], chunk):
-        logits = M.decoder_logits(dec64, zz[s:s + chunk], arch)                     # (C, D)
+        logits = M.decoder_logits(dec64, zz[s:s + chunk], arch.act)                     # (C, D)
         # log p(x_i | z_c) = x_i . l_c - sum_d softplus(l_cd)
         sp = np.sum(np.logaddexp(0, logits), axis=1)                                 # (C,)
         out[:, s:s + chunk] = x @ logits.T - sp[None, :]
     return out, zz, area
 
 
-def exact_log_likelihood(dec, data, arch, n=512, lim=6.0):
+def exact_log_likelihood(dec: list, data: np.ndarray, arch: M.Arch, n: int = 512, lim: float = 6.0) -> np.ndarray:
     """log p(x) = log int p(x|z) p(z) dz for each row of data, midpoint rule on an
     n x n grid over [-lim, lim]^2 (prior mass outside: < 1e-7).  -> (N,)."""
     ll, zz, area = decoder_loglik_grid(dec, data, arch, n, lim)
     return logsumexp(ll + log_std_normal(zz)[None, :], axis=1) + np.log(area)
 
 
-def exact_log_likelihood_refined(dec, data, arch, n=512, lim=6.0, tol=1e-3, max_n=4096):
+def exact_log_likelihood_refined(dec: list, data: np.ndarray, arch: M.Arch, n: int = 512, lim: float = 6.0,
+                                 tol: float = 1e-3, max_n: int = 4096) -> dict:
     """Mean exact log-likelihood, doubling the grid (n, 2n, 4n, ...) until two successive
     grids agree to `tol` nats (a sharp decoder needs a fine grid).  Returns the finest
     value, the change of the last refinement and the grids used; raises if max_n is hit."""
@@ -68,7 +72,7 @@ def exact_log_likelihood_refined(dec, data, arch, n=512, lim=6.0, tol=1e-3, max_
             "grid": grids, "values": vals, "lim": lim}
 
 
-def exact_posterior_grid(dec, x, arch, n=256, lim=6.0):
+def exact_posterior_grid(dec: list, x: np.ndarray, arch: M.Arch, n: int = 256, lim: float = 6.0) -> tuple:
     """The true posterior p(z | x) on a grid (normalised to sum to 1 over cells), for
     each row of x.  -> probs (N, n*n), grid (n*n, 2)."""
     ll, zz, _ = decoder_loglik_grid(dec, x, arch, n, lim)
@@ -77,21 +81,23 @@ def exact_posterior_grid(dec, x, arch, n=256, lim=6.0):
 
 
 # ------------------------------------------------------------------ posterior samples
-def sample_posterior(params, kind, x, arch, rng, n):
+def sample_posterior(params: dict, kind: str, x: np.ndarray, arch: M.Arch, rng: np.random.Generator,
+                     n: int) -> np.ndarray:
     """n samples z ~ q(z | x_i) for each row x_i.  -> (N, n, dz).  (AC: also the moments.)"""
     N = x.shape[0]
     xr = np.repeat(np.asarray(x, np.float32), n, axis=0)                          # (N n, D)
     if kind == "vae":
-        mean, log_var = M.gaussian_encoder(params["enc"], xr, arch)
+        mean, log_var = M.gaussian_encoder(params["enc"], xr, arch.act)
         z = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape).astype(np.float32)
     elif kind in ("avb", "bavae", "bavae_exact"):  # the Biadversarial VAE's encoder is AVB's
-        z = M.implicit_encoder(params["enc"], xr, M.sample_noise(rng, "avb", arch, N * n), arch)
+        z = M.implicit_encoder(params["enc"], xr, M.sample_noise(rng, "avb", arch, N * n), arch.act)
     else:
-        z, _, _ = M.noise_basis_encoder(params["enc"], xr, M.sample_noise(rng, kind, arch, N * n), arch)
+        z, _, _ = M.noise_basis_encoder(params["enc"], xr, M.sample_noise(rng, kind, arch, N * n), arch.act)
     return np.asarray(z).reshape(N, n, -1)
 
 
-def reconstruction_error(params, kind, data, arch, rng, n=2000):
+def reconstruction_error(params: dict, kind: str, data: np.ndarray, arch: M.Arch, rng: np.random.Generator,
+                         n: int = 2000) -> float:
     """The paper's reconstruction error: the mean cross-entropy between x and its
     reconstruction, -E_x E_{q(z|x)} log p(x | z) / D, in nats per pixel.
 
@@ -99,15 +105,15 @@ def reconstruction_error(params, kind, data, arch, rng, n=2000):
     while its log-likelihood and ELBO match the paper's to 1e-3 (README, Table 1)."""
     z = sample_posterior(params, kind, data, arch, rng, n)                         # (N, n, dz)
     xr = np.repeat(np.asarray(data, np.float32), n, axis=0)
-    ll = bernoulli_loglik(xr, M.decoder_logits(params["dec"], z.reshape(-1, arch.z_dim), arch))
+    ll = bernoulli_loglik(xr, M.decoder_logits(params["dec"], z.reshape(-1, arch.z_dim), arch.act))
     return float(-np.mean(ll) / data.shape[1])
 
 
 # ------------------------------------------------------------------ ELBO
-def vae_elbo_exact(params, data, arch, n=512, lim=6.0):
+def vae_elbo_exact(params: dict, data: np.ndarray, arch: M.Arch, n: int = 512, lim: float = 6.0) -> np.ndarray:
     """ELBO of a VAE with the KL in closed form and E_q log p(x|z) integrated on the grid.  -> (N,)."""
     x = np.asarray(data, np.float32)
-    mean, log_var = (np.asarray(a, np.float64) for a in M.gaussian_encoder(params["enc"], x, arch))
+    mean, log_var = (np.asarray(a, np.float64) for a in M.gaussian_encoder(params["enc"], x, arch.act))
     ll, zz, _ = decoder_loglik_grid(params["dec"], data, arch, n, lim)             # (N, G)
     # q(z|x) on the grid (normalised over cells)
     lq = -0.5 * np.sum((zz[None] - mean[:, None]) ** 2 * np.exp(-log_var)[:, None], -1)
@@ -115,7 +121,8 @@ def vae_elbo_exact(params, data, arch, n=512, lim=6.0):
     return np.sum(w * ll, axis=1) - kl_diag_normal_std(mean, log_var)
 
 
-def avb_elbo_adversary(params, kind, data, arch, rng, n=2000):
+def avb_elbo_adversary(params: dict, kind: str, data: np.ndarray, arch: M.Arch, rng: np.random.Generator,
+                       n: int = 2000) -> np.ndarray:
     """The adversary's ELBO estimate E_q[-T(x, z) + log p(x|z)] (AC: eq. 4.1 with T in
     place of the KL).  This trusts T = T*: it is NOT a bound.  -> (N,)."""
     out = []
@@ -123,20 +130,21 @@ def avb_elbo_adversary(params, kind, data, arch, rng, n=2000):
         xr = np.repeat(x1[None], n, axis=0)                                        # (n, D)
         noise = M.sample_noise(rng, kind, arch, n)
         if kind == "avb":
-            z = M.implicit_encoder(params["enc"], xr, noise, arch)
-            T = M.adversary(params["adv"], xr, z, arch)
-            val = -T + bernoulli_loglik(xr, M.decoder_logits(params["dec"], z, arch))
+            z = M.implicit_encoder(params["enc"], xr, noise, arch.act)
+            T = M.adversary(params["adv"], xr, z, arch.act, arch.adv_unary)
+            val = -T + bernoulli_loglik(xr, M.decoder_logits(params["dec"], z, arch.act))
         else:
-            z, mean, var = M.noise_basis_encoder(params["enc"], xr, noise, arch)
+            z, mean, var = M.noise_basis_encoder(params["enc"], xr, noise, arch.act)
             zb = M.normalise(z, mean, var)
-            T = M.adversary(params["adv"], xr, zb, arch)
-            val = -T - M.log_r_alpha(zb, var) + bernoulli_loglik(xr, M.decoder_logits(params["dec"], z, arch)) \
+            T = M.adversary(params["adv"], xr, zb, arch.act, arch.adv_unary)
+            val = -T - M.log_r_alpha(zb, var) + bernoulli_loglik(xr, M.decoder_logits(params["dec"], z, arch.act)) \
                 + log_std_normal(z)
         out.append(float(np.mean(val)))
     return np.array(out)
 
 
-def avb_elbo_independent(params, kind, data, arch, rng, n=10000, k=5):
+def avb_elbo_independent(params: dict, kind: str, data: np.ndarray, arch: M.Arch, rng: np.random.Generator,
+                         n: int = 10000, k: int = 5) -> np.ndarray:
     """An ELBO estimate that does not use T: E_q[log p(x|z) + log p(z)] + H[q(z|x)],
     with the entropy of the implicit q(z|x) from n samples by the Kozachenko-Leonenko
     k-NN estimator.  -> (N,)."""
@@ -144,7 +152,7 @@ def avb_elbo_independent(params, kind, data, arch, rng, n=10000, k=5):
     out = []
     for x1, zi in zip(np.asarray(data, np.float32), z):
         xr = np.repeat(x1[None], n, axis=0)
-        lj = bernoulli_loglik(xr, M.decoder_logits(params["dec"], zi, arch)) + log_std_normal(zi)
+        lj = bernoulli_loglik(xr, M.decoder_logits(params["dec"], zi, arch.act)) + log_std_normal(zi)
         out.append(float(np.mean(lj)) + knn_entropy(zi.astype(np.float64), k))
     return np.array(out)
 
@@ -165,7 +173,7 @@ def _kth_distance(tree, points, k, skip_self):
     return d[:, -1]
 
 
-def knn_entropy(samples, k=5):
+def knn_entropy(samples: np.ndarray, k: int = 5) -> float:
     """Kozachenko-Leonenko entropy estimate H[p] from samples (n, d):
     psi(n) - psi(k) + log V_d + d/n sum_i log rho_k(i)."""
     x = _check_samples(samples, "samples")
@@ -179,7 +187,7 @@ def knn_entropy(samples, k=5):
     return float(digamma(n) - digamma(k) + log_vd + d * np.mean(np.log(rho)))
 
 
-def knn_kl(p_samples, q_samples, k=5):
+def knn_kl(p_samples: np.ndarray, q_samples: np.ndarray, k: int = 5) -> float:
     """KL(P || Q) from samples of both (Wang, Kulkarni & Verdu 2009, the estimator of
     the ITE toolbox the paper uses): d/n sum_i log(nu_k(i) / rho_k(i)) + log(m / (n-1)),
     rho_k: distance from x_i to its k-th neighbour among the other P samples,
@@ -201,7 +209,8 @@ def knn_kl(p_samples, q_samples, k=5):
     ### END SOLUTION
 
 
-def kl_aggregate(params, kind, data, arch, rng, n=10000, k=5):
+def kl_aggregate(params: dict, kind: str, data: np.ndarray, arch: M.Arch, rng: np.random.Generator, n: int = 10000,
+                 k: int = 5) -> float:
     """KL(q(z), p(z)) for the aggregated posterior q(z) = E_{p_D(x)} q(z|x): n samples
     of q(z) (x drawn uniformly from data) against n prior samples, k-NN estimator."""
     N = data.shape[0]
@@ -210,7 +219,8 @@ def kl_aggregate(params, kind, data, arch, rng, n=10000, k=5):
     return knn_kl(z, rng.standard_normal((n, arch.z_dim)), k)
 
 
-def evaluate_model(params, kind, data, arch, rng, grid_n=512, n_samples=10000):
+def evaluate_model(params: dict, kind: str, data: np.ndarray, arch: M.Arch, rng: np.random.Generator,
+                   grid_n: int = 512, n_samples: int = 10000) -> dict:
     """All Table 1 quantities for one trained model."""
     ll = exact_log_likelihood_refined(params["dec"], data, arch, grid_n)
     res = {"log_likelihood": ll["log_likelihood"], "ll_refinement_change": ll["refinement_change"],
@@ -223,6 +233,3 @@ def evaluate_model(params, kind, data, arch, rng, grid_n=512, n_samples=10000):
         res["elbo_adversary"] = float(np.mean(avb_elbo_adversary(params, kind, data, arch, rng)))
     return res
 
-
-# ------------------------------------------------------------------ AIS (binarized MNIST, Table 2)
-from .ais import ac_gaussian, ais, ais_log_likelihood  # noqa: E402,F401  (lives in ais.py)

@@ -10,7 +10,10 @@ A model is an architecture (`Arch`, hashable settings) plus a params pytree
 - adversary T(x, z): the paper's inner product <f(x), g(z)> or the authors'
   residual net on concat(x, z); both with the prior term folded in (see `fold_prior`).
 """
+from __future__ import annotations
+
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import autograd.numpy as np
 import numpy as onp
@@ -55,22 +58,27 @@ class Arch:
         object.__setattr__(self, "adv_hidden", tuple(int(h) for h in self.adv_hidden))
         object.__setattr__(self, "adv_unary", bool(self.adv_unary))
 
-    def to_dict(self):
+    @property
+    def act(self) -> Callable:
+        """The activation function named by `activation` (the forward passes take it)."""
+        return get_activation(self.activation)
+
+    def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: dict) -> Arch:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-def check_kind(kind):
+def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")
     return kind
 
 
 # ------------------------------------------------------------------ init
-def init_params(rng, kind, arch, dtype=onp.float32):
+def init_params(rng: onp.random.Generator, kind: str, arch: Arch, dtype: type = onp.float32) -> dict:
     """Parameters for a model of `kind` ('vae', 'avb', 'avb_ac')."""
     check_kind(kind)
     h = list(arch.hidden)
@@ -94,7 +102,7 @@ def init_params(rng, kind, arch, dtype=onp.float32):
     return params
 
 
-def init_adversary(rng, arch, dtype=onp.float32):
+def init_adversary(rng: onp.random.Generator, arch: Arch, dtype: type = onp.float32) -> dict:
     if arch.adversary == "inner":
         # Output layers scaled by H^(-1/4) each, so that <f(x), g(z)> starts at O(1)
         # rather than O(sqrt(H)): a saturated sigmoid at step 0 slows the adversary down.
@@ -106,7 +114,8 @@ def init_adversary(rng, arch, dtype=onp.float32):
 
 
 # ------------------------------------------------------------------ noise
-def sample_noise(rng, kind, arch, batch, dtype=onp.float32):
+def sample_noise(rng: onp.random.Generator, kind: str, arch: Arch, batch: int,
+                 dtype: type = onp.float32) -> onp.ndarray:
     """The encoder's noise for one batch: (B, eps_dim) or (B, m, e) for the basis encoder."""
     if kind == "vae":
         shape = (batch, arch.z_dim)
@@ -118,15 +127,16 @@ def sample_noise(rng, kind, arch, batch, dtype=onp.float32):
 
 
 # ------------------------------------------------------------------ encoders
-def gaussian_encoder(enc, x, arch):
+def gaussian_encoder(enc: list, x: onp.ndarray, act: Callable) -> tuple:
     """VAE encoder q(z|x) = N(mean(x), diag(exp(log_var(x)))).  -> (B, dz), (B, dz)."""
-    out = mlp(enc, x, get_activation(arch.activation))       # (B, 2 dz)
-    return out[:, :arch.z_dim], out[:, arch.z_dim:]
+    out = mlp(enc, x, act)                                   # (B, 2 dz)
+    dz = out.shape[1] // 2
+    return out[:, :dz], out[:, dz:]
 
 
-def implicit_encoder(enc, x, eps, arch):
+def implicit_encoder(enc: list, x: onp.ndarray, eps: onp.ndarray, act: Callable) -> onp.ndarray:
     """AVB's black-box encoder z = g_phi(x, eps) (Fig. 2b): noise is an input.  -> (B, dz)."""
-    return mlp(enc, np.concatenate([x, eps], axis=1), get_activation(arch.activation))
+    return mlp(enc, np.concatenate([x, eps], axis=1), act)
 
 
 def _basis_nets(v_params, eps, act):
@@ -136,15 +146,14 @@ def _basis_nets(v_params, eps, act):
     return np.einsum("bmh,mhz->bmz", h, W2) + b2[:, 0][None]       # (B, m, dz)
 
 
-def noise_basis_encoder(enc, x, eps, arch):
+def noise_basis_encoder(enc: dict, x: onp.ndarray, eps: onp.ndarray, act: Callable) -> tuple:
     """Supplement III: z = z0(x) + sum_i a_i(x) * v_i(eps_i)  (eq. III.1, with an offset z0).
 
     Returns z (B, dz) and its moments mean, var (B, dz) from eq. (III.2)-(III.3),
     with E[v_i], Var[v_i] estimated over the batch's noise (v_i does not depend
     on x).  The moments carry no gradient (Algorithm 2 treats them as constants).
     """
-    act = get_activation(arch.activation)
-    m, dz = arch.n_basis, arch.z_dim
+    m, _, dz = enc["v"][1][0].shape                    # the basis nets' output weights (m, hb, dz)
     out = mlp(enc["a"], x, act)                         # (B, (m+1) dz)
     z0 = out[:, :dz]                                    # (B, dz)
     a = np.reshape(out[:, dz:], (-1, m, dz))            # (B, m, dz)
@@ -155,46 +164,46 @@ def noise_basis_encoder(enc, x, eps, arch):
     return z, mean, var
 
 
-def ac_moments(z0, a, v_mean, v_var):
+def ac_moments(z0: onp.ndarray, a: onp.ndarray, v_mean: onp.ndarray, v_var: onp.ndarray) -> tuple:
     """The moments of q(z|x) for the noise-basis encoder, given E[v_ik] and Var[v_ik] (m, dz):
     mean = z0 + sum_i a_i E[v_i] (eq. III.2), var = sum_i a_i^2 Var[v_i] (eq. III.3).
     z0: (B, dz), a: (B, m, dz) -> mean, var (B, dz)."""
     return z0 + onp.sum(a * v_mean[None], axis=1), onp.sum(a ** 2 * v_var[None], axis=1)
 
 
-def mc_moments(enc, x, eps_k, arch):
+def mc_moments(enc: list, x: onp.ndarray, eps_k: onp.ndarray, act: Callable) -> tuple:
     """Monte Carlo moments of an implicit encoder: K noise draws per x.
     eps_k: (K, B, eps_dim) -> mean, var (B, dz), no gradient."""
     K, B = eps_k.shape[:2]
     xk = onp.broadcast_to(getval(x)[None], (K,) + x.shape).reshape(K * B, -1)
-    zk = getval(implicit_encoder(enc, xk, eps_k.reshape(K * B, -1), arch)).reshape(K, B, -1)
+    zk = getval(implicit_encoder(enc, xk, eps_k.reshape(K * B, -1), act)).reshape(K, B, -1)
     return zk.mean(axis=0), zk.var(axis=0)
 
 
 AC_VAR_FLOOR = 1e-4  # z_bar = (z - mean) / sqrt(var + 1e-4), as in the authors' code
 
 
-def normalise(z, mean, var):
+def normalise(z: onp.ndarray, mean: onp.ndarray, var: onp.ndarray) -> onp.ndarray:
     """z_bar = (z - mu(x)) / sigma(x), Algorithm 2 line 9 (mu, sigma held constant)."""
     ### BEGIN SOLUTION task 4.1: eq. (4.2), adaptive contrast
     return (z - mean) / onp.sqrt(var + AC_VAR_FLOOR)
     ### END SOLUTION
 
 
-def log_r_alpha(z_bar, var):
+def log_r_alpha(z_bar: onp.ndarray, var: onp.ndarray) -> onp.ndarray:
     """log r_alpha(z|x) = log N(z; mean, var + AC_VAR_FLOOR) at z, from z_bar = normalise(z, mean, var):
     log N(z_bar; 0, I) - 1/2 sum_k log(var_k + AC_VAR_FLOOR), the change of variables.  -> (B,)"""
     return log_std_normal(z_bar) - 0.5 * np.sum(np.log(var + AC_VAR_FLOOR), 1)
 
 
 # ------------------------------------------------------------------ decoder
-def decoder_logits(dec, z, arch):
+def decoder_logits(dec: list, z: onp.ndarray, act: Callable) -> onp.ndarray:
     """Bernoulli logits of p_theta(x | z).  (B, dz) -> (B, D)."""
-    return mlp(dec, z, get_activation(arch.activation))
+    return mlp(dec, z, act)
 
 
 # ------------------------------------------------------------------ adversary
-def fold_prior(z):
+def fold_prior(z: onp.ndarray) -> onp.ndarray:
     """The prior term folded into T: + ||z||^2 / 2 = -log N(z; 0, I) + const.
 
     With it, T(x, z) = T_net(x, z) + ||z||^2/2, so at the optimum (eq. 3.4)
@@ -204,16 +213,16 @@ def fold_prior(z):
     return 0.5 * np.sum(z * z, axis=-1)                  # (B,)
 
 
-def adversary_features_x(adv, x, arch):
+def adversary_features_x(adv: dict, x: onp.ndarray, act: Callable, unary: bool = False) -> onp.ndarray:
     """f_psi(x) of the inner-product adversary.  (B, D) -> (B, H), or (B, H + 2) with
-    `arch.adv_unary` (see `adversary_features_z`)."""
-    F = mlp(adv["f"], x, get_activation(arch.activation))
-    if not arch.adv_unary:
+    `unary` (Arch.adv_unary, see `adversary_features_z`)."""
+    F = mlp(adv["f"], x, act)
+    if not unary:
         return F
     return np.concatenate([F, np.ones((F.shape[0], 1), F.dtype)], axis=1)   # [f(x), r(x), 1]
 
 
-def adversary_features_z(adv, z, arch):
+def adversary_features_z(adv: dict, z: onp.ndarray, act: Callable, unary: bool = False) -> onp.ndarray:
     """g_psi(z) of the inner-product adversary.  (M, dz) -> (M, H).
 
     Sec. 5.2 (MNIST) adds networks acting on x and on z alone:
@@ -222,28 +231,30 @@ def adversary_features_z(adv, z, arch):
     product gives all three terms: <[f, r, 1], [g, 1, s]> = <f, g> + r + s.
     Every caller (matched rows, all pairs, the CUDA kernels) then works unchanged.
     """
-    G = mlp(adv["g"], z, get_activation(arch.activation))
-    if not arch.adv_unary:
+    G = mlp(adv["g"], z, act)
+    if not unary:
         return G
-    H = arch.adv_dim
+    H = G.shape[1] - 1                                                      # g's last unit is s(z)
     one = np.ones((G.shape[0], 1), G.dtype)
     return np.concatenate([G[:, :H], one, G[:, H:]], axis=1)                # [g(z), 1, s(z)]
 
 
-def adversary(adv, x, z, arch):
-    """T_psi(x, z) for matched rows (x_i, z_i).  -> (B,)."""
-    if arch.adversary == "inner":
-        F = adversary_features_x(adv, x, arch)
-        G = adversary_features_z(adv, z, arch)
+def adversary(adv: dict, x: onp.ndarray, z: onp.ndarray, act: Callable, unary: bool = False) -> onp.ndarray:
+    """T_psi(x, z) for matched rows (x_i, z_i): the inner product <f(x), g(z)> (adv holds
+    'f' and 'g') or the residual net on concat(x, z) (adv holds 'net').  -> (B,)."""
+    if "f" in adv:
+        F = adversary_features_x(adv, x, act, unary)
+        G = adversary_features_z(adv, z, act, unary)
         return inner_product_rows(F, G) + fold_prior(z)
     xz = np.concatenate([x, z], axis=1)
-    return resnet(adv["net"], xz, get_activation(arch.activation))[:, 0] + fold_prior(z)
+    return resnet(adv["net"], xz, act)[:, 0] + fold_prior(z)
 
 
-def adversary_all_pairs(adv, x, z, arch):
+def adversary_all_pairs(adv: dict, x: onp.ndarray, z: onp.ndarray, act: Callable,
+                        unary: bool = False) -> onp.ndarray:
     """T_psi(x_i, z_j) for all i, j (inner-product adversary only).  -> (B, M)."""
-    if arch.adversary != "inner":
+    if "f" not in adv:
         raise ValueError("all-pairs logits need the inner-product adversary (Arch.adversary='inner')")
-    F = adversary_features_x(adv, x, arch)
-    G = adversary_features_z(adv, z, arch)
+    F = adversary_features_x(adv, x, act, unary)
+    G = adversary_features_z(adv, z, act, unary)
     return inner_product_all_pairs(F, G) + fold_prior(z)[None, :]

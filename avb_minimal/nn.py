@@ -3,14 +3,17 @@
 Parameters are plain lists of (W, b) pairs; every function is pure and takes
 its randomness (a numpy Generator) as an argument.
 """
+from __future__ import annotations
+
+from typing import Callable
+
 import autograd.numpy as np
 import numpy as onp
 from autograd.extend import defvjp, primitive
-from autograd.tracer import getval
 
 
 @primitive
-def linear(h, W, b):
+def linear(h: onp.ndarray, W: onp.ndarray, b: onp.ndarray) -> onp.ndarray:
     """One dense layer h W + b.  h: (B, n_in), W: (n_in, n_out), b: (n_out,) -> (B, n_out).
 
     A primitive so that its VJPs are the three plain matrix products below
@@ -27,41 +30,19 @@ defvjp(linear,
        lambda ans, h, W, b: lambda g: onp.sum(g, axis=0))  # dL/db = sum_B g (n_out,)
 
 
-@primitive
-def elu(a):
-    """ELU activation: a for a > 0, exp(a) - 1 otherwise."""
-    out = onp.minimum(a, 0)
-    onp.expm1(out, out=out)
-    out += onp.maximum(a, 0)
-    return out
-
-
-def _elu_vjp(ans, a):
-    # d elu/da = 1 for a > 0 and exp(a) = elu(a) + 1 <= 1 otherwise,
-    # i.e. min(elu(a) + 1, 1): computed from the forward result alone.
-    def vjp(g):
-        d = ans + 1
-        onp.minimum(d, 1, out=d)
-        d *= g
-        return d
-    return vjp
-
-
-defvjp(elu, _elu_vjp)
-
-
-def elu_(a, tmp):
-    """ELU in place (the fast path's form of `elu`, same numbers): a <- max(a, expm1(min(a, 0))),
-    since expm1(a) >= a.  tmp: scratch of a's shape.  Three passes, no allocation."""
+def elu_(a: onp.ndarray, tmp: onp.ndarray) -> onp.ndarray:
+    """ELU in place: a <- max(a, expm1(min(a, 0))), i.e. a for a > 0 and exp(a) - 1
+    otherwise (expm1(a) >= a).  tmp: scratch of a's shape.  Three passes, no allocation;
+    the fast step calls it on its buffers, `elu` below on a fresh copy."""
     onp.minimum(a, 0, out=tmp)
     onp.expm1(tmp, out=tmp)
     onp.maximum(a, tmp, out=a)
     return a
 
 
-def elu_grad_(d, ans, tmp):
-    """d <- d * elu'(a) in place, from the forward result ans = elu(a) (as in `_elu_vjp`):
-    elu'(a) = min(ans + 1, 1) = min(ans, 0) + 1."""
+def elu_grad_(d: onp.ndarray, ans: onp.ndarray, tmp: onp.ndarray) -> onp.ndarray:
+    """d <- d * elu'(a) in place, from the forward result ans = elu(a) alone:
+    elu'(a) = 1 for a > 0 and exp(a) = ans + 1 otherwise, i.e. min(ans, 0) + 1."""
     onp.minimum(ans, 0, out=tmp)
     tmp += 1
     d *= tmp
@@ -69,7 +50,21 @@ def elu_grad_(d, ans, tmp):
 
 
 @primitive
-def take_rows(A, start, stop):
+def elu(a: onp.ndarray) -> onp.ndarray:
+    """ELU activation: a for a > 0, exp(a) - 1 otherwise (`elu_` on a copy of a)."""
+    return elu_(a.copy(), onp.empty_like(a))
+
+
+def _elu_vjp(ans, a):
+    # g * elu'(a), returned in the activation's dtype (g can arrive in float64)
+    return lambda g: elu_grad_(g.copy(), ans, onp.empty_like(ans)).astype(ans.dtype, copy=False)
+
+
+defvjp(elu, _elu_vjp)
+
+
+@primitive
+def take_rows(A: onp.ndarray, start: int, stop: int) -> onp.ndarray:
     """A[start:stop] for a 2-d array, with a VJP that writes into one zero array
     (autograd's generic slicing VJP uses np.add.at, which is slow on big blocks)."""
     return A[start:stop]
@@ -86,20 +81,20 @@ def _take_rows_vjp(ans, A, start, stop):
 defvjp(take_rows, _take_rows_vjp)
 
 
-def relu(a):
+def relu(a: onp.ndarray) -> onp.ndarray:
     return np.maximum(a, 0)
 
 
 ACTIVATIONS = {"elu": elu, "relu": relu, "tanh": np.tanh}
 
 
-def get_activation(name):
+def get_activation(name: str) -> Callable:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]
 
 
-def init_mlp(rng, sizes, dtype=onp.float32, last_scale=1.0):
+def init_mlp(rng: onp.random.Generator, sizes: list, dtype: type = onp.float32, last_scale: float = 1.0) -> list:
     """Weights for an MLP with layer widths `sizes` = [in, h1, ..., out].
 
     W ~ N(0, 2 / (fan_in + fan_out)) (Glorot), b = 0; the last layer's weights
@@ -116,7 +111,7 @@ def init_mlp(rng, sizes, dtype=onp.float32, last_scale=1.0):
     return params
 
 
-def mlp(params, h, activation=elu):
+def mlp(params: list, h: onp.ndarray, activation: Callable = elu) -> onp.ndarray:
     """Forward pass: h -> act(h W1 + b1) -> ... -> h WL + bL (no final activation).
 
     h: (B, in) -> (B, out).
@@ -129,7 +124,8 @@ def mlp(params, h, activation=elu):
     ### END SOLUTION
 
 
-def init_resnet(rng, n_in, width, n_blocks, n_out=1, dtype=onp.float32):
+def init_resnet(rng: onp.random.Generator, n_in: int, width: int, n_blocks: int, n_out: int = 1,
+                dtype: type = onp.float32) -> dict:
     """The authors' residual adversary: in -> width, n_blocks residual blocks
     h + W2 act(W1 act(h)), each block's inner output weights zero-initialised, -> n_out."""
     params = {"inp": init_mlp(rng, [n_in, width], dtype),
@@ -139,69 +135,9 @@ def init_resnet(rng, n_in, width, n_blocks, n_out=1, dtype=onp.float32):
     return params
 
 
-def resnet(params, h, activation=elu):
+def resnet(params: dict, h: onp.ndarray, activation: Callable = elu) -> onp.ndarray:
     """Residual MLP forward: (B, in) -> (B, n_out)."""
     h = mlp(params["inp"], h)                          # (B, width)
     for block in params["blocks"]:
         h = h + mlp(block, activation(h), activation)  # (B, width)
     return mlp(params["out"], activation(h))           # (B, n_out)
-
-
-# ---------------------------------------------------------------- pytrees
-def tree_map(fn, *trees):
-    """Apply fn leafwise over nested dicts, lists and tuples of arrays."""
-    t0 = trees[0]
-    if isinstance(t0, dict):
-        return {k: tree_map(fn, *[t[k] for t in trees]) for k in t0}
-    if isinstance(t0, (list, tuple)):
-        out = [tree_map(fn, *items) for items in zip(*trees)]
-        return type(t0)(out) if isinstance(t0, tuple) else out
-    return fn(*trees)
-
-
-def tree_leaves(tree, prefix=""):
-    """[(path, array)] in a fixed order; paths like 'enc/0/W'."""
-    if isinstance(tree, dict):
-        out = []
-        for k in tree:
-            out += tree_leaves(tree[k], f"{prefix}{k}/")
-        return out
-    if isinstance(tree, (list, tuple)):
-        names = ("W", "b") if isinstance(tree, tuple) and len(tree) == 2 else None
-        out = []
-        for i, item in enumerate(tree):
-            out += tree_leaves(item, f"{prefix}{names[i] if names else i}/")
-        return out
-    return [(prefix.rstrip("/"), tree)]
-
-
-def stop_gradient(tree):
-    """The same values with autograd's tracing removed: no gradient flows back."""
-    return tree_map(getval, tree)
-
-
-def n_params(tree):
-    return int(sum(a.size for _, a in tree_leaves(tree)))
-
-
-def tree_map_with_path(fn, tree, prefix=""):
-    """Like tree_map on one tree, but fn(path, leaf) also gets the leaf's path."""
-    if isinstance(tree, dict):
-        return {k: tree_map_with_path(fn, tree[k], f"{prefix}{k}/") for k in tree}
-    if isinstance(tree, (list, tuple)):
-        names = ("W", "b") if isinstance(tree, tuple) and len(tree) == 2 else None
-        out = [tree_map_with_path(fn, item, f"{prefix}{names[i] if names else i}/")
-               for i, item in enumerate(tree)]
-        return tuple(out) if isinstance(tree, tuple) else out
-    return fn(prefix.rstrip("/"), tree)
-
-
-def tree_flatten(tree):
-    """The leaves of a pytree as a list, in tree_leaves order."""
-    return [a for _, a in tree_leaves(tree)]
-
-
-def tree_unflatten(template, leaves):
-    """Inverse of tree_flatten: a pytree shaped like `template` holding `leaves`."""
-    it = iter(leaves)
-    return tree_map(lambda _: next(it), template)

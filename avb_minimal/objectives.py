@@ -5,37 +5,40 @@ the paper's maximisation objective) unless its name says `elbo`.  Per-example
 terms are sums over pixels / latent dimensions; batch terms are means, so T
 (one number per (x, z) pair) and log p(x|z) (a sum over pixels) share a scale.
 """
-from collections import namedtuple
+from __future__ import annotations
+
 import math
+from collections import namedtuple
 
 import autograd.numpy as np
 from autograd.tracer import getval
 
 from . import models as M
-from .distributions import bernoulli_loglik, kl_diag_normal_std, log_std_normal
-from .nn import stop_gradient, take_rows
-from .ops import inner_product_all_pairs, inner_product_rows, softplus
+from .distributions import kl_diag_normal_std, log_std_normal
+from .nn import take_rows
+from .ops import bernoulli_loglik, inner_product_all_pairs, inner_product_rows, softplus
+from .trees import stop_gradient
 
 
 # ------------------------------------------------------------------ VAE
-def vae_elbo(params, x, eps, arch):
+def vae_elbo(params: dict, x: np.ndarray, eps: np.ndarray, arch: M.Arch) -> np.ndarray:
     """eq. (2.1): ELBO(x) = -KL(q(z|x), p(z)) + E_q log p(x|z), one reparameterised
     sample z = mean + exp(log_var / 2) * eps per row.  -> (B,)."""
     ### BEGIN SOLUTION task 2.1: eq. (2.1), the VAE's ELBO
-    mean, log_var = M.gaussian_encoder(params["enc"], x, arch)          # (B, dz) x2
+    mean, log_var = M.gaussian_encoder(params["enc"], x, arch.act)          # (B, dz) x2
     z = mean + np.exp(0.5 * log_var) * eps                               # (B, dz)
-    loglik = bernoulli_loglik(x, M.decoder_logits(params["dec"], z, arch))   # (B,)
+    loglik = bernoulli_loglik(x, M.decoder_logits(params["dec"], z, arch.act))   # (B,)
     return loglik - kl_diag_normal_std(mean, log_var)
     ### END SOLUTION
 
 
-def vae_loss(params, x, eps, arch):
+def vae_loss(params: dict, x: np.ndarray, eps: np.ndarray, arch: M.Arch) -> np.ndarray:
     """Negative of eq. (2.4) on a batch: -mean_x ELBO(x)."""
     return -np.mean(vae_elbo(params, x, eps, arch))
 
 
 # ------------------------------------------------------------------ adversary
-def adversary_loss(T_pos, T_neg):
+def adversary_loss(T_pos: np.ndarray, T_neg: np.ndarray) -> np.ndarray:
     """Negative of eq. (3.3): E_q[-log sigma(T)] + E_p[-log(1 - sigma(T))]
     = mean softplus(-T_pos) + mean softplus(T_neg).
 
@@ -48,7 +51,7 @@ def adversary_loss(T_pos, T_neg):
     ### END SOLUTION
 
 
-def generator_objective(T_q, loglik):
+def generator_objective(T_q: np.ndarray, loglik: np.ndarray) -> np.ndarray:
     """eq. (3.7): E[-T(x, z_phi(x, eps)) + log p_theta(x | z_phi(x, eps))] (to maximise).
     With T = T* this is the ELBO of eq. (3.5)."""
     ### BEGIN SOLUTION task 3.2: eq. (3.7), the generator objective
@@ -56,7 +59,8 @@ def generator_objective(T_q, loglik):
     ### END SOLUTION
 
 
-def ac_generator_objective(T_bar, z_bar, loglik, log_prior):
+def ac_generator_objective(T_bar: np.ndarray, z_bar: np.ndarray, loglik: np.ndarray,
+                           log_prior: np.ndarray) -> np.ndarray:
     """eq. (4.2) as in Algorithm 2, line 12 (to maximise):
     E[-T(x, z_bar) + ||z_bar||^2 / 2 + log p_theta(x, z)], where -log r_alpha(z|x)
     = ||z_bar||^2/2 + const because mu(x), sigma(x) carry no gradient."""
@@ -69,13 +73,14 @@ def _adversary_logits(adv, x, z_pos, z_neg, arch, negatives, F=None):
     """T on (x, z_pos) rows and on the negatives: matched rows (x_i, z_neg_i) or all
     pairs (x_i, z_neg_j).  For the inner-product adversary f(x) is computed once
     (or passed in as F) and g runs once on [z_pos; z_neg]."""
+    act, unary = arch.act, arch.adv_unary
     if arch.adversary != "inner":
         if negatives == "all_pairs":
             raise ValueError("negatives='all_pairs' needs the inner-product adversary")
-        return M.adversary(adv, x, z_pos, arch), M.adversary(adv, x, z_neg, arch)
-    F = M.adversary_features_x(adv, x, arch) if F is None else F           # (B, H)
+        return M.adversary(adv, x, z_pos, act), M.adversary(adv, x, z_neg, act)
+    F = M.adversary_features_x(adv, x, act, unary) if F is None else F                   # (B, H)
     B, M_ = z_pos.shape[0], z_neg.shape[0]
-    G = M.adversary_features_z(adv, np.concatenate([z_pos, z_neg], 0), arch)  # (B+M, H): one pass
+    G = M.adversary_features_z(adv, np.concatenate([z_pos, z_neg], 0), act, unary)      # (B+M, H): one pass
     G_pos, G_neg = take_rows(G, 0, B), take_rows(G, B, B + M_)               # (B, H), (M, H)
     T_pos = inner_product_rows(F, G_pos) + M.fold_prior(z_pos)             # (B,)
     if negatives == "all_pairs":
@@ -88,21 +93,22 @@ def _adversary_logits(adv, x, z_pos, z_neg, arch, negatives, F=None):
 NEGATIVES = ("pairs", "all_pairs")
 
 
-def check_negatives(negatives):
+def check_negatives(negatives: str) -> str:
     if negatives not in NEGATIVES:
         raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
     return negatives
 
 
 # ------------------------------------------------------------------ Algorithm 1 / 2
-def encode(params, kind, x, noise, arch):
+def encode(params: dict, kind: str, x: np.ndarray, noise: np.ndarray, arch: M.Arch) -> tuple:
     """z ~ q_phi(z|x) for the implicit encoders, plus the AC moments (or None)."""
     if kind == "avb":
-        return M.implicit_encoder(params["enc"], x, noise, arch), None, None
-    return M.noise_basis_encoder(params["enc"], x, noise, arch)
+        return M.implicit_encoder(params["enc"], x, noise, arch.act), None, None
+    return M.noise_basis_encoder(params["enc"], x, noise, arch.act)
 
 
-def avb_losses(params, kind, x, noise, z_neg, arch, negatives="pairs", aux=None):
+def avb_losses(params: dict, kind: str, x: np.ndarray, noise: np.ndarray, z_neg: np.ndarray, arch: M.Arch,
+               negatives: str = "pairs", aux: dict | None = None) -> tuple:
     """The two losses of one simultaneous step of Algorithm 1 (kind='avb') or
     Algorithm 2 (kind='avb_ac'), arranged so that ONE gradient of their sum gives
     exactly the algorithm's three gradients:
@@ -115,17 +121,18 @@ def avb_losses(params, kind, x, noise, z_neg, arch, negatives="pairs", aux=None)
     z_neg: prior samples z ~ p(z) (AVB) or eta ~ N(0, I) (AC).  Returns
     (gen_loss, adv_loss), both to minimise.  `aux`, if a dict, receives floats.
     """
+    act, unary = arch.act, arch.adv_unary
     z, mean, var = encode(params, kind, x, noise, arch)               # (B, dz)
-    loglik = bernoulli_loglik(x, M.decoder_logits(params["dec"], z, arch))   # (B,)
+    loglik = bernoulli_loglik(x, M.decoder_logits(params["dec"], z, act))   # (B,)
     z_adv = z if kind == "avb" else M.normalise(z, mean, var)          # what T sees
     adv, adv_fixed = params["adv"], stop_gradient(params["adv"])
-    F = M.adversary_features_x(adv, x, arch) if arch.adversary == "inner" else None
+    F = M.adversary_features_x(adv, x, act, unary) if arch.adversary == "inner" else None
     # T for the generator: psi fixed, gradient flows through z only.
     if F is not None:
-        T_gen = (inner_product_rows(getval(F), M.adversary_features_z(adv_fixed, z_adv, arch))
+        T_gen = (inner_product_rows(getval(F), M.adversary_features_z(adv_fixed, z_adv, act, unary))
                  + M.fold_prior(z_adv))                                 # (B,)
     else:
-        T_gen = M.adversary(adv_fixed, x, z_adv, arch)
+        T_gen = M.adversary(adv_fixed, x, z_adv, act)
     if kind == "avb":
         gen = generator_objective(T_gen, loglik)                        # eq. (3.7)
     else:
@@ -141,7 +148,8 @@ def avb_losses(params, kind, x, noise, z_neg, arch, negatives="pairs", aux=None)
     return -gen, adv_loss
 
 
-def adversary_only_loss(params, kind, x, noise, z_neg, arch, negatives="pairs"):
+def adversary_only_loss(params: dict, kind: str, x: np.ndarray, noise: np.ndarray, z_neg: np.ndarray, arch: M.Arch,
+                        negatives: str = "pairs") -> np.ndarray:
     """eq. (3.3) alone, for the extra adversary steps (k > 1); the encoder runs forward only."""
     fixed = {"enc": stop_gradient(params["enc"])}
     z, mean, var = encode(fixed, kind, x, noise, arch)
@@ -160,19 +168,19 @@ def adversary_only_loss(params, kind, x, noise, z_neg, arch, negatives="pairs"):
 # Each loss is to be minimised over T.  At its pointwise optimum T*(r) the loss value L*
 # is a known function of a divergence between P and Q (`from_value` inverts it).
 
-def fgan_discriminator_loss(T_pos, T_neg):
+def fgan_discriminator_loss(T_pos: np.ndarray, T_neg: np.ndarray) -> np.ndarray:
     """eq. (6.10), to minimise: E_Q exp(T - 1) - E_P T  (Q = p(z), P = q(z|x)).
 
     exp(xi - 1) is f*(xi), the conjugate of f(t) = t log t (eq. 6.8).  Pointwise,
     b e^(t-1) - a t is least at t* = 1 + log(a/b): T* = 1 + log q(z|x) - log p(z), and the
-    loss there is -KL(q(z|x), p(z)) (eq. 6.8).  (Also `related.fgan_discriminator_loss`.)"""
+    loss there is -KL(q(z|x), p(z)) (eq. 6.8)."""
     return np.mean(np.exp(T_neg - 1.0)) - np.mean(T_pos)
 
 
 EXP_CAP = 15.0
 
 
-def exp_linear(d, cap=None):
+def exp_linear(d: np.ndarray, cap: float | None = None) -> np.ndarray:
     """exp(d) for d <= cap, continued by its tangent line beyond: e^cap (1 + d - cap).
     cap None: EXP_CAP, read at call time (set it to math.inf for the plain exp of the paper).
 
@@ -193,7 +201,7 @@ def exp_linear(d, cap=None):
     return np.where(below, np.exp(np.where(below, d, 0.0)), math.exp(cap) * (1.0 + d - cap))
 
 
-def bavae_encoder_loss(D_pos, D_neg):
+def bavae_encoder_loss(D_pos: np.ndarray, D_neg: np.ndarray) -> np.ndarray:
     """Biadversarial VAE, eq. (6), negated: -(E_P[1 - D] - E_Q[exp(-D)]),
     D_pos = D_phi(x, z ~ q(z|x)), D_neg = D_phi(x, z ~ p(z)).
 
@@ -204,7 +212,7 @@ def bavae_encoder_loss(D_pos, D_neg):
     return -(np.mean(1.0 - D_pos) - np.mean(exp_linear(-D_neg)))
 
 
-def bavae_decoder_loss(D_pos, D_neg):
+def bavae_decoder_loss(D_pos: np.ndarray, D_neg: np.ndarray) -> np.ndarray:
     """Biadversarial VAE, eq. (14), negated: -(E_P[D] - E_Q[exp(D - 1)]),
     D_pos = D_theta,phi(x, z) on data pairs x ~ p_D, z ~ q(z|x);
     D_neg = D_theta,phi(x', z) on model pairs z ~ q(z|x), x' ~ p_theta(x'|z).
@@ -216,7 +224,7 @@ def bavae_decoder_loss(D_pos, D_neg):
     return -(np.mean(D_pos) - np.mean(exp_linear(D_neg - 1.0)))
 
 
-def seed003_critic_loss(T_pos, T_neg=None):
+def seed003_critic_loss(T_pos: np.ndarray, T_neg: np.ndarray | None = None) -> np.ndarray:
     """Seed 003's critic objective, to minimise: E_q[exp(T) - T] (T_neg is ignored).
 
     Broken: e^t - t is least at t = 0, for every z, so T* = 0 whatever q is (p never
@@ -225,7 +233,7 @@ def seed003_critic_loss(T_pos, T_neg=None):
     return np.mean(np.exp(T_pos) - T_pos)
 
 
-def seed003_corrected_loss(T_pos, T_neg):
+def seed003_corrected_loss(T_pos: np.ndarray, T_neg: np.ndarray) -> np.ndarray:
     """Seed 003's critic with the prior term of eq. (6.10) restored: E_p[exp(T)] - E_q[T].
 
     Pointwise b e^t - a t is least at t* = log(a/b): T* = log q(z|x) - log p(z), the AVB
@@ -271,7 +279,7 @@ OBJECTIVES = {o.name: o for o in (
 )}
 
 
-def get_objective(name):
+def get_objective(name: str) -> AdversaryObjective:
     """The family member called `name`; an unknown name raises ValueError listing the valid ones."""
     try:
         return OBJECTIVES[name]

@@ -14,12 +14,18 @@ Input checks at the op boundary: shapes and dtypes are checked on every call (O(
 `validate=True` also rejects NaN / inf (O(size), so off on the training hot path,
 where a NaN must reach the divergence check of `train`).  Kernels get C-contiguous
 copies where needed and sizes as explicit 32-bit ints.
+
+Longer than 400 lines because each op keeps its NumPy form, its kernel launch and its VJP
+side by side (micrograd's forward and backward together): split, a reader would page
+between files to see one op.
 """
-import autograd.numpy as anp  # noqa: F401  (re-exported for callers that want it)
+from __future__ import annotations
+
 import numpy as np
 from autograd.extend import defvjp, defvjp_argnums, primitive
 
 from . import backend
+from .backend import check_finite
 
 # Launch shapes of the kernels (the GPU defaults; the CPU emulation tests shrink them).
 ROW_BLOCK = (32, 8)    # row kernels: (threads per row, rows per block), threads per row a power of 2
@@ -42,13 +48,6 @@ def _check_2d(name, a, data=False):
     if kind != "f" and not (data and kind in "biu"):
         raise ValueError(f"{name} must have a floating dtype{' (or integer / bool)' if data else ''}, "
                          f"got {a.dtype}")
-
-
-def check_finite(name, a):
-    """ValueError naming `name` if `a` holds NaN or inf (one pass over the array)."""
-    ok = backend.array_module(a).isfinite(a)
-    if not bool(ok.all()):
-        raise ValueError(f"{name} must be finite; it holds {int(ok.size - ok.sum())} NaN or inf value(s)")
 
 
 def _check_same_shape(name_a, a, name_b, b):
@@ -126,7 +125,7 @@ def _sigmoid(l):
 
 
 @primitive
-def softplus(l):
+def softplus(l: np.ndarray) -> np.ndarray:
     """softplus(l) = log(1 + exp(l)), elementwise and stable; d/dl = sigmoid(l).
     (Elementwise NumPy ufuncs: on cupy arrays they run on the device as they are.)"""
     return _softplus(l)
@@ -135,7 +134,7 @@ def softplus(l):
 defvjp(softplus, lambda ans, l: lambda g: g * _sigmoid(l))
 
 
-def softplus_sigmoid(l):
+def softplus_sigmoid(l: np.ndarray) -> tuple:
     """softplus(l) and sigmoid(l) together from ONE exp (the fast path's fused form of the
     logistic loss of eq. (3.3) and its gradient): with e = exp(-|l|),
     softplus(l) = max(l, 0) + log1p(e),  sigmoid(l) = (1 if l >= 0 else e) / (1 + e)."""
@@ -182,7 +181,7 @@ def _rows_vjp_kernel(F, G, g, want_F, want_G):
 
 
 @primitive
-def inner_product_rows(F, G, *, validate=False):
+def inner_product_rows(F: np.ndarray, G: np.ndarray, *, validate: bool = False) -> np.ndarray:
     """Row-wise logits T_i = <F_i, G_i>.  F, G: (B, H) -> (B,)."""
     _check_2d("F", F)
     _check_2d("G", G)
@@ -258,7 +257,7 @@ def _pairs_dG(g, F):                                           # dG = g^T F: (M,
 
 
 @primitive
-def inner_product_all_pairs(F, G, *, validate=False):
+def inner_product_all_pairs(F: np.ndarray, G: np.ndarray, *, validate: bool = False) -> np.ndarray:
     """All-pairs logits T_ij = <F_i, G_j>.  F: (B, H), G: (M, H) -> (B, M).
 
     Because f(x) is shared, the pairs (x_i, z_j) with z_j ~ p(z) are samples of
@@ -311,7 +310,8 @@ def _logistic_forward(F, G, offset, label, want_dT=True):
 
 
 @primitive
-def inner_product_logistic(F, G, offset, label, *, validate=False):
+def inner_product_logistic(F: np.ndarray, G: np.ndarray, offset: np.ndarray | None, label: int, *,
+                           validate: bool = False) -> np.ndarray:
     """The per-pair logistic loss of eq. (3.3) for row-wise logits, fused:
     T_i = <F_i, G_i> + offset_i,  loss_i = softplus(T_i) - label * T_i.
 
@@ -381,7 +381,7 @@ def _bernoulli_vjp_kernel(x, l, g, want_x, want_l):
 
 
 @primitive
-def bernoulli_loglik(x, logits, *, validate=False):
+def bernoulli_loglik(x: np.ndarray, logits: np.ndarray, *, validate: bool = False) -> np.ndarray:
     """log p(x | l) = sum_d x_d l_d - softplus(l_d), one row per example.
 
     x: (B, D) in {0, 1} (any float, integer or bool dtype), logits: (B, D) -> (B,).
@@ -416,7 +416,7 @@ def _bernoulli_vjp(argnums, ans, args, kwargs):
 defvjp_argnums(bernoulli_loglik, _bernoulli_vjp)
 
 
-def bernoulli_loglik_grad(x, l):
+def bernoulli_loglik_grad(x: np.ndarray, l: np.ndarray) -> tuple:
     """log p(x | l) (B,) and its gradient d/dl = x - sigmoid(l) (B, D) from one exp
     (the fast path's fused form; same formula as `_bernoulli_numpy`, plain NumPy)."""
     e = np.exp(-np.abs(l))                                     # e^{-|l|}  (B, D)
@@ -430,21 +430,22 @@ def bernoulli_loglik_grad(x, l):
 
 # ------------------------------------------------------------------ naive forms
 # The naive compositions the ops replace (for tests and `bench ops`).
-def bernoulli_loglik_naive(x, logits):
+def bernoulli_loglik_naive(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
     p = 1 / (1 + np.exp(-logits))
     return np.sum(x * np.log(p) + (1 - x) * np.log(1 - p), axis=-1)
 
 
-def inner_product_rows_naive(F, G):
+def inner_product_rows_naive(F: np.ndarray, G: np.ndarray) -> np.ndarray:
     return np.sum(F * G, axis=-1)
 
 
-def inner_product_all_pairs_naive(F, G):
+def inner_product_all_pairs_naive(F: np.ndarray, G: np.ndarray) -> np.ndarray:
     """T_ij = sum_h F_ih G_jh by einsum's own loop (no BLAS, no (B, M, H) temporary)."""
     return np.einsum("bh,mh->bm", F, G, optimize=False)
 
 
-def inner_product_logistic_naive(F, G, offset, label):
+def inner_product_logistic_naive(F: np.ndarray, G: np.ndarray, offset: np.ndarray | None,
+                                 label: int) -> np.ndarray:
     """The unfused composition the fused op replaces (as in objectives.adversary_loss):
     row-wise logits, plus the offset, then the softplus op."""
     T = inner_product_rows_naive(F, G) + (0 if offset is None else offset)

@@ -5,11 +5,13 @@ operations over all parameters at once instead of a loop over layers: the same
 arithmetic, a fraction of the Python overhead.  The parameters handed back are
 views into one new flat array, so the step is still pure (inputs untouched).
 """
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 import numpy as np
 
-from .nn import tree_flatten, tree_unflatten
+from .trees import tree_flatten, tree_unflatten
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,12 @@ class Adam:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
 
-def flatten_to_vector(tree):
+def flatten_to_vector(tree: dict | list) -> np.ndarray:
     """All leaves of a pytree, raveled and concatenated into one 1-d array."""
     return np.concatenate([np.ravel(a) for a in tree_flatten(tree)])
 
 
-def vector_to_tree(vec, template):
+def vector_to_tree(vec: np.ndarray, template: dict | list) -> dict | list:
     """Views into `vec` shaped like the leaves of `template` (no copies)."""
     leaves, start = [], 0
     for a in tree_flatten(template):
@@ -41,7 +43,7 @@ def vector_to_tree(vec, template):
     return tree_unflatten(template, leaves)
 
 
-def adam_init(params):
+def adam_init(params: dict | list) -> dict:
     """State: step count t and flat first / second moments m, v (same dtype as params)."""
     n = sum(a.size for a in tree_flatten(params))
     dtype = np.result_type(*tree_flatten(params))
@@ -55,7 +57,8 @@ def _step_size(cfg, lr, t):
     return lr * np.sqrt(1 - cfg.b2 ** t) / (1 - cfg.b1 ** t)
 
 
-def adam_step(cfg, params, grads, state, lr=None):
+def adam_step(cfg: Adam, params: dict | list, grads: dict | list, state: dict,
+              lr: float | None = None) -> tuple:
     """One Adam step that *descends* `grads`; returns (new_params, new_state).
 
     m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
@@ -75,7 +78,8 @@ def adam_step(cfg, params, grads, state, lr=None):
     return vector_to_tree(d.astype(p.dtype, copy=False), params), {"t": t, "m": m, "v": v}
 
 
-def adam_update_(cfg, p, g, state, lr=None, tmp=None, chunk=1 << 17):
+def adam_update_(cfg: Adam, p: np.ndarray, g: np.ndarray, state: dict, lr: float | None = None,
+                 tmp: np.ndarray | None = None, chunk: int = 1 << 17) -> tuple:
     """`adam_step` in place over flat buffers (the fast path's optimiser, same arithmetic):
     p (the flat parameters), state['m'] and state['v'] are updated; g is the flat gradient
     in the same layout; tmp (optional) is a scratch array of p's shape, reused across steps.

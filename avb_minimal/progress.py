@@ -1,5 +1,7 @@
 """A small progress line for long runs: on a terminal it redraws in place; in a
 log it prints a line every 10%; with quiet=True it prints nothing."""
+from __future__ import annotations
+
 import sys
 import time
 
@@ -13,7 +15,7 @@ class Progress:
         self._last_draw = 0.0
         self._last_decile = -1
 
-    def update(self, done, **stats):
+    def update(self, done: int, **stats: float) -> None:
         if self.quiet:
             return
         now = time.perf_counter()
@@ -36,7 +38,7 @@ class Progress:
             self.stream.write(line + "\n")
         self.stream.flush()
 
-    def close(self):
+    def close(self) -> None:
         if self.tty and not self.quiet:
             self.stream.write("\n")
             self.stream.flush()

@@ -14,6 +14,9 @@ known only up to its normaliser Z = int p~(z) dz.  Two families:
 Everything here is a pure function of its arguments; randomness comes in as a
 numpy Generator.
 """
+from __future__ import annotations
+
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Tuple
 
@@ -52,7 +55,7 @@ class Target:
 
 
 # ------------------------------------------------------------------ 2-d toys
-def warped_gaussian(scale1=1.0, scale2=0.3, warp=0.8):
+def warped_gaussian(scale1: float = 1.0, scale2: float = 0.3, warp: float = 0.8) -> Target:
     """The warped Gaussian of Figure 1: u ~ N(0, diag(scale1^2, scale2^2)) pushed
     through the shear z = (u_1, u_2 + warp * (u_1^2 - scale1^2)), a banana.  The
     shear has unit Jacobian, so the density is known exactly and normalised (log Z = 0):
@@ -75,7 +78,7 @@ def warped_gaussian(scale1=1.0, scale2=0.3, warp=0.8):
                        f"z1 ~ N(0, {scale1}^2)")
 
 
-def rosenbrock(scale=1.0):
+def rosenbrock(scale: float = 1.0) -> Target:
     """The authors' Rosenbrock density: log p~(z) = -scale [(z_1 - 1)^2 + (z_2^2 - z_1)^2].
 
     Proper as it stands (it decays like exp(-z_1^2) and exp(-z_2^4)); its mass is a
@@ -91,7 +94,7 @@ def rosenbrock(scale=1.0):
                   labels=("z1", "z2"), info=f"-{scale:g} [(z1 - 1)^2 + (z2^2 - z1)^2]")
 
 
-def torus(radius2=2.0, scale=1.0):
+def torus(radius2: float = 2.0, scale: float = 1.0) -> Target:
     """The authors' torus (a ring): log p~(z) = -scale (z_1^2 + z_2^2 - radius2)^2.
 
     Proper: it decays like exp(-|z|^4).  With the defaults the mass lies on the
@@ -105,7 +108,8 @@ def torus(radius2=2.0, scale=1.0):
                   labels=("z1", "z2"), info=f"-{scale:g} (z1^2 + z2^2 - {radius2:g})^2")
 
 
-def gaussian_mixture(means=((-1.5, -1.0), (1.5, 1.0)), std=0.5, weights=None):
+def gaussian_mixture(means: tuple = ((-1.5, -1.0), (1.5, 1.0)), std: float = 0.5,
+                     weights: tuple | None = None) -> Target:
     """A mixture of separated isotropic Gaussians (normalised: log Z = 0).
 
     log p(z) = log sum_k w_k N(z; m_k, std^2 I).  With the defaults: two equal
@@ -127,7 +131,7 @@ def gaussian_mixture(means=((-1.5, -1.0), (1.5, 1.0)), std=0.5, weights=None):
                   labels=("z1", "z2"), info=f"{K} Gaussians, std {std}, means {means.tolist()}")
 
 
-def gaussian(mean, cov):
+def gaussian(mean: onp.ndarray, cov: onp.ndarray) -> Target:
     """A normalised multivariate Gaussian N(mean, cov) as a Target (for tests and checks)."""
     mean = onp.asarray(mean, float)
     cov = onp.asarray(cov, float)
@@ -150,7 +154,7 @@ TOYS = {"warped_gaussian": warped_gaussian, "rosenbrock": rosenbrock,
         "torus": torus, "mixture": gaussian_mixture}
 
 
-def get_toy(name):
+def get_toy(name: str) -> Target:
     """One of the 2-d toys by name (its default settings)."""
     if name not in TOYS:
         raise ValueError(f"toy target must be one of {sorted(TOYS)}, got {name!r}")
@@ -164,7 +168,7 @@ def _check_grid_target(target):
                          f"(dim {target.dim})")
 
 
-def grid_log_density(target, n=400):
+def grid_log_density(target: Target, n: int = 400) -> tuple:
     """log p~ at the midpoints of an n x n grid over target.bounds.
     -> (logp (n, n) indexed [i along z1, j along z2], centres z1 (n,), z2 (n,), cell area)."""
     _check_grid_target(target)
@@ -176,7 +180,7 @@ def grid_log_density(target, n=400):
     return logp, c1, c2, (b1 - a1) * (b2 - a2) / n ** 2
 
 
-def log_normaliser(target, n=800):
+def log_normaliser(target: Target, n: int = 800) -> float:
     """log Z = log int p~(z) dz by the midpoint rule on an n x n grid over target.bounds
     (the bounds hold all but a negligible part of the mass; for the toys here the
     rule agrees with the closed form, where there is one, to ~1e-6)."""
@@ -184,7 +188,7 @@ def log_normaliser(target, n=800):
     return float(logsumexp(logp) + onp.log(area))
 
 
-def sample_grid(target, rng, n_samples, n=800):
+def sample_grid(target: Target, rng: onp.random.Generator, n_samples: int, n: int = 800) -> onp.ndarray:
     """Exact samples (up to the grid resolution) of the normalised 2-d target: pick a
     cell with probability p~ * area / Z, then a uniform point inside it.  -> (n_samples, 2)."""
     logp, c1, c2, _ = grid_log_density(target, n)
@@ -202,7 +206,8 @@ EIGHT_SCHOOLS_SIGMA = (0.8, 0.5, 0.8, 0.6, 0.5, 0.6, 0.5, 0.4)
 EIGHT_SCHOOLS_LABELS = ("mu", "tau") + tuple(f"eta_{j + 1}" for j in range(8))
 
 
-def eight_schools(y=EIGHT_SCHOOLS_Y, sigma=EIGHT_SCHOOLS_SIGMA, prior_scale=1.0):
+def eight_schools(y: tuple = EIGHT_SCHOOLS_Y, sigma: tuple = EIGHT_SCHOOLS_SIGMA,
+                  prior_scale: float = 1.0) -> Target:
     """Eight Schools (Gelman et al., 2014; AVB paper sec. 5.1), tau unconstrained.
 
     z = (mu, tau, eta_1, ..., eta_J), d = J + 2 = 10 for the data used by the authors:
@@ -237,9 +242,61 @@ def eight_schools(y=EIGHT_SCHOOLS_Y, sigma=EIGHT_SCHOOLS_SIGMA, prior_scale=1.0)
                        "tau unconstrained")
 
 
-def eight_schools_flip(z):
+def eight_schools_flip(z: onp.ndarray) -> onp.ndarray:
     """The posterior's symmetry (mu, tau, eta) -> (mu, -tau, -eta): an involution with
     unit Jacobian that leaves log p~ unchanged.  (B, 10) -> (B, 10)."""
     z = onp.array(z, copy=True)
     z[:, 1:] *= -1
     return z
+
+
+# ------------------------------------------------------------------ input checks
+def check_log_density(log_density: Callable, dim: int | None, rng: onp.random.Generator | None = None,
+                      name: str = "log_density", n: int = 3) -> tuple:
+    """Validate an unnormalised log-density before any work is done.
+
+    log_density: a `Target` or a callable (B, d) -> (B,); dim: d (must agree with a
+    Target's own dim).  It is called on a small (n, d) batch; a wrong output shape, a
+    NaN/inf, or an exception (typically: d does not match what the function indexes)
+    is a ValueError that names the argument.  Returns (callable, d)."""
+    target_dim = getattr(log_density, "dim", None)
+    if dim is None:
+        dim = target_dim
+    if dim is None:
+        raise ValueError(f"dim is required when {name} is a plain function")
+    if isinstance(dim, bool) or int(dim) != dim or int(dim) < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    dim = int(dim)
+    if target_dim is not None and target_dim != dim:
+        raise ValueError(f"dim={dim} does not match the dimension of {name} "
+                         f"({getattr(log_density, 'name', 'target')!r} has dim {target_dim})")
+    if not callable(log_density):
+        raise ValueError(f"{name} must be callable, got {type(log_density).__name__}")
+    rng = onp.random.default_rng(0) if rng is None else rng
+    z = rng.standard_normal((n, dim))
+    try:
+        with onp.errstate(all="ignore"):
+            out = onp.asarray(getval(log_density(z)))
+    except Exception as exc:  # the function cannot take a (n, dim) batch
+        raise ValueError(f"{name} failed on a batch of shape {z.shape} (is dim={dim} right?): "
+                         f"{type(exc).__name__}: {exc}") from exc
+    if out.shape != (n,):
+        raise ValueError(f"{name} must map a batch (B, {dim}) to one value per row (B,); "
+                         f"for B={n} it returned shape {out.shape}")
+    if not onp.all(onp.isfinite(out)):
+        raise ValueError(f"{name} returned non-finite values (NaN or inf) at standard normal "
+                         f"points: {out.tolist()}")
+    return log_density, dim
+
+
+def check_positive(name: str, value: float) -> float:
+    if not (isinstance(value, (int, float, onp.floating, onp.integer)) and value > 0
+            and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return value
+
+
+def check_positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or int(value) != value or int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

@@ -5,10 +5,13 @@ the same parameters from one forward pass (see `objectives.avb_losses`) and
 updates simultaneously; `adv_steps = k > 1` adds k - 1 adversary-only steps on
 fresh batches.  Runs checkpoint atomically and resume from their checkpoint.
 """
+from __future__ import annotations
+
 import math
 import os
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 from autograd import grad
@@ -17,9 +20,10 @@ from . import models as M
 from . import objectives as O
 from .checkpoint import OTHER_RUN, load_checkpoint, read_meta, save_checkpoint
 from .data import check_binary_data, sample_batch
+from .fast.step import FastAVBStep, supports
 from .optim import Adam, adam_init, adam_step
 from .progress import Progress
-
+from .trees import check_finite_tree
 
 STEPS = ("auto", "readable", "fast")
 
@@ -57,7 +61,7 @@ class TrainConfig:
         if self.step not in STEPS:
             raise ValueError(f"step must be one of {STEPS}, got {self.step!r}")
 
-    def lr_scale(self, it):
+    def lr_scale(self, it: int) -> float:
         """1 until decay_from * iters, then linear down to lr_final at the end."""
         start = self.decay_from * self.iters
         if it < start or self.iters <= start:
@@ -66,31 +70,21 @@ class TrainConfig:
         return 1.0 - frac * (1.0 - self.lr_final)
 
 
-def _check_finite_tree(name, tree):
-    from .nn import tree_leaves
-    for path, a in tree_leaves(tree):
-        if not np.all(np.isfinite(a)):
-            return f"{name}/{path}"
-    return None
-
-
-def use_fast_step(kind, arch, cfg):
+def use_fast_step(kind: str, arch: M.Arch, cfg: TrainConfig) -> bool:
     """True when the step runs on the fast path (`fast_step.py`): cfg.step 'fast', or
     'auto' for a model it supports (AVB / AVB + AC with the inner-product ELU adversary)."""
-    from .fast_step import supports
     why = supports(kind, arch)
     if cfg.step == "fast" and why:
         raise ValueError(f"step='fast' does not support {why}; use step='readable' or 'auto'")
     return cfg.step != "readable" and not why
 
 
-def make_step(kind, arch, cfg):
+def make_step(kind: str, arch: M.Arch, cfg: TrainConfig) -> Callable:
     """Return step(params, states, x, noise, z_neg, scale) -> (params, states, aux):
     one simultaneous update of Algorithm 1/2 (or one VAE step).  The readable step is
     below; `use_fast_step` picks the hand-written one, which computes the same numbers."""
     M.check_kind(kind)
     if use_fast_step(kind, arch, cfg):
-        from .fast_step import FastAVBStep
         return FastAVBStep(kind, arch, cfg)
     gen_opt = Adam(cfg.lr_gen, cfg.b1, cfg.b2)
     adv_opt = Adam(cfg.lr_adv, cfg.b1, cfg.b2)
@@ -121,7 +115,7 @@ def make_step(kind, arch, cfg):
     return step
 
 
-def make_adversary_step(kind, arch, cfg):
+def make_adversary_step(kind: str, arch: M.Arch, cfg: TrainConfig) -> Callable:
     adv_opt = Adam(cfg.lr_adv, cfg.b1, cfg.b2)
 
     def loss(adv, params, x, noise, z_neg):
@@ -136,7 +130,7 @@ def make_adversary_step(kind, arch, cfg):
     return step
 
 
-def init_states(kind, params):
+def init_states(kind: str, params: dict) -> dict:
     if kind == "vae":
         return {"gen": adam_init(params)}
     return {"gen": adam_init({"enc": params["enc"], "dec": params["dec"]}),
@@ -147,7 +141,8 @@ def _state_trees(states):
     return {f"opt_{k}_{part}": s[part] for k, s in states.items() for part in ("m", "v")}
 
 
-def _save(path, kind, arch, cfg, params, states, it, rng, history, wall, **extra):
+def save_run(path: str, kind: str, arch: M.Arch, cfg: TrainConfig, params: dict, states: dict, it: int,
+             rng: np.random.Generator, history: list, wall: float, **extra: object) -> None:
     """The checkpoint: parameters, optimiser moments, and meta (extra: more meta keys)."""
     meta = {"kind": kind, **extra, "arch": arch.to_dict(), "config": asdict(cfg), "iteration": it,
             "rng_state": rng.bit_generator.state, "history": history, "wall_seconds": wall,
@@ -155,8 +150,10 @@ def _save(path, kind, arch, cfg, params, states, it, rng, history, wall, **extra
     save_checkpoint(path, dict(params=params, **_state_trees(states)), meta)
 
 
-def run_training(one_step, save, params, states, cfg, start=0, history=None, wall0=0.0, checkpoint=None,
-                 label="", quiet=True, eval_fn=None, eval_every=0, progress_keys=()):
+def run_training(one_step: Callable, save: Callable | None, params: dict, states: dict, cfg: TrainConfig,
+                 start: int = 0, history: list | None = None, wall0: float = 0.0, checkpoint: str | None = None,
+                 label: str = "", quiet: bool = True, eval_fn: Callable | None = None, eval_every: int = 0,
+                 progress_keys: tuple = ()) -> tuple:
     """The outer loop of Algorithm 1 that `train` and `bavae.train_bavae` share.
 
     one_step(params, states, it) -> (new_params, new_states, aux floats) draws the batch and
@@ -177,10 +174,10 @@ def run_training(one_step, save, params, states, cfg, start=0, history=None, wal
         bad = [k for k, v in aux.items() if not math.isfinite(v)]
         saving = checkpoint is not None and ((it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iters)
         if not bad and (it % cfg.log_every == 0 or saving):
-            bad = [b for b in [_check_finite_tree("params", new_params)] if b]
+            bad = [b for b in [check_finite_tree(new_params)] if b]
         if bad:
             msg = f"{label}: non-finite values ({', '.join(bad)}) at iteration {it}"
-            if checkpoint is not None and _check_finite_tree("params", params):
+            if checkpoint is not None and check_finite_tree(params):
                 # the fast step updates in place: no good parameters of this iteration to save
                 msg += (f"; {checkpoint} keeps the last checkpoint written before" if os.path.exists(checkpoint)
                         else "; no checkpoint had been written yet")
@@ -206,8 +203,9 @@ def run_training(one_step, save, params, states, cfg, start=0, history=None, wal
                     "iterations": cfg.iters}
 
 
-def train(kind, data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=None,
-          eval_every=0, desc=None):
+def train(kind: str, data: np.ndarray, arch: M.Arch, cfg: TrainConfig, seed: int = 0,
+          checkpoint: str | None = None, quiet: bool = True, eval_fn: Callable | None = None, eval_every: int = 0,
+          desc: str | None = None) -> tuple:
     """Train a model of `kind` on binary `data` (N, D).
 
     checkpoint: path of an .npz; if it exists the run resumes from it, and it is
@@ -223,7 +221,7 @@ def train(kind, data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=No
     states = init_states(kind, params)
     start, history, wall0 = 0, [], 0.0
     if checkpoint is not None and os.path.exists(checkpoint):
-        params, states, start, history, wall0, rng = _resume(checkpoint, kind, arch, params, states)
+        params, states, start, history, wall0, rng = resume_run(checkpoint, kind, arch, params, states)
     step = make_step(kind, arch, cfg)
     adv_step = make_adversary_step(kind, arch, cfg) if kind != "vae" and cfg.adv_steps > 1 else None
     B = cfg.batch
@@ -242,13 +240,13 @@ def train(kind, data, arch, cfg, seed=0, checkpoint=None, quiet=True, eval_fn=No
         return params, states, aux
 
     def save(params, states, it, history, wall):
-        _save(checkpoint, kind, arch, cfg, params, states, it, rng, history, wall)
+        save_run(checkpoint, kind, arch, cfg, params, states, it, rng, history, wall)
 
     return run_training(one_step, save, params, states, cfg, start, history, wall0, checkpoint,
                         desc or kind, quiet, eval_fn, eval_every, ("gen_objective", "adv_loss"))
 
 
-def _resume(path, kind, arch, params, states):
+def resume_run(path: str, kind: str, arch: M.Arch, params: dict, states: dict) -> tuple:
     meta = read_meta(path)
     if meta.get("kind") != kind:
         raise ValueError(f"checkpoint {path!r} holds a {meta.get('kind')!r} model, not {kind!r}" + OTHER_RUN)
@@ -263,7 +261,7 @@ def _resume(path, kind, arch, params, states):
     return trees["params"], states, meta["iteration"], meta["history"], meta["wall_seconds"], rng
 
 
-def load_params(path, kind, arch):
+def load_params(path: str, kind: str, arch: M.Arch) -> dict:
     """Parameters of a trained model from its checkpoint."""
     template = M.init_params(np.random.default_rng(0), kind, arch)
     trees, _ = load_checkpoint(path, {"params": template})

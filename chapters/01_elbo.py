@@ -39,7 +39,7 @@ from avb_minimal import models as M  # noqa: E402
 from avb_minimal import objectives as O  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
 from avb_minimal.distributions import kl_diag_normal_std, log_normal_diag, log_std_normal  # noqa: E402
-from avb_minimal.experiments import OPTIMUM_LL, PAPER_TABLE1, table1_settings  # noqa: E402
+from avb_minimal.experiments.table1 import OPTIMUM_LL, PAPER_TABLE1, table1_settings  # noqa: E402
 from avb_minimal.train import train  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "runs", "chapters")
@@ -81,7 +81,7 @@ def check_elbo(params, data, arch, grid_n, rng):
     elbo = E.vae_elbo_exact(params, data, arch, grid_n)                                  # (4,)
     post, zz = E.exact_posterior_grid(params["dec"], data, arch, grid_n)               # (4, G)
     ll, _, area = E.decoder_loglik_grid(params["dec"], data, arch, grid_n)             # (4, G)
-    mean, log_var = (np.asarray(a, np.float64) for a in M.gaussian_encoder(params["enc"], data, arch))
+    mean, log_var = (np.asarray(a, np.float64) for a in M.gaussian_encoder(params["enc"], data, arch.act))
     res = {"log_px": log_px, "elbo": elbo, "kl_post": [], "elbo_post": [], "elbo_best": [],
            "best": []}
     for i in range(data.shape[0]):

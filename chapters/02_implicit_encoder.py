@@ -42,8 +42,9 @@ from avb_minimal import evaluate as E  # noqa: E402
 from avb_minimal import models as M  # noqa: E402
 from avb_minimal import objectives as O  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
-from avb_minimal.distributions import bernoulli_loglik, log_normal_diag, log_std_normal  # noqa: E402
-from avb_minimal.experiments import table1_settings  # noqa: E402
+from avb_minimal.ops import bernoulli_loglik  # noqa: E402
+from avb_minimal.distributions import log_normal_diag, log_std_normal  # noqa: E402
+from avb_minimal.experiments.table1 import table1_settings  # noqa: E402
 from avb_minimal.optim import Adam, adam_init, adam_step  # noqa: E402
 from avb_minimal.train import train  # noqa: E402
 
@@ -66,10 +67,10 @@ def check_eq31(params, arch, rng, n):
     data = four_points(np.float64)
     x = np.repeat(data, n // 4, axis=0)                                            # (n, 4)
     eps = rng.standard_normal((x.shape[0], arch.z_dim))                            # (n, 2)
-    mean, log_var = M.gaussian_encoder(params["enc"], x, arch)                     # (n, 2) x2
+    mean, log_var = M.gaussian_encoder(params["enc"], x, arch.act)                     # (n, 2) x2
     z = mean + np.exp(0.5 * log_var) * eps                                         # z ~ q(z|x)
     log_q = log_normal_diag(z, mean, log_var)                                      # known: Gaussian
-    terms = log_std_normal(z) - log_q + bernoulli_loglik(x, M.decoder_logits(params["dec"], z, arch))  # eq. (3.1)
+    terms = log_std_normal(z) - log_q + bernoulli_loglik(x, M.decoder_logits(params["dec"], z, arch.act))  # eq. (3.1)
     closed = O.vae_elbo(params, x, eps, arch)                                      # eq. (2.1)
     a, b = terms.reshape(4, -1), closed.reshape(4, -1)
     se = np.sqrt(a.var(1) / a.shape[1] + b.var(1) / b.shape[1])
@@ -116,7 +117,7 @@ def fit_implicit_encoder(arch, data, steps, seed):
     enc = M.init_params(rng, "avb", arch)["enc"]
     opt = Adam(3e-3, 0.9, 0.999)
     state = adam_init(enc)
-    loss = lambda p, x, e, y: anp.mean(anp.sum((M.implicit_encoder(p, x, e, arch) - y) ** 2, 1))  # noqa: E731
+    loss = lambda p, x, e, y: anp.mean(anp.sum((M.implicit_encoder(p, x, e, arch.act) - y) ** 2, 1))  # noqa: E731
     g = grad(loss)
     for it in range(steps):
         idx = rng.integers(0, 4, 512)
@@ -130,7 +131,7 @@ def fit_implicit_encoder(arch, data, steps, seed):
 
 def implicit_samples(enc, arch, x_row, eps):
     x = np.repeat(x_row[None], eps.shape[0], axis=0)
-    return np.asarray(M.implicit_encoder(enc, x, eps, arch))                       # z = g(x, eps)  (n, 2)
+    return np.asarray(M.implicit_encoder(enc, x, eps, arch.act))                       # z = g(x, eps)  (n, 2)
 
 
 # %% Why log q(z|x) is out of reach
@@ -140,7 +141,7 @@ def jacobian_shape(enc, arch, x_row, rng):
     The paper's encoder maps 64-d noise to a 2-d z: dg/deps is 2 x 64, there is no
     determinant, and every z has a 62-dimensional set of preimages to integrate over."""
     enc64 = [(W.astype(np.float64), b.astype(np.float64)) for W, b in enc]
-    g = lambda e: M.implicit_encoder(enc64, x_row[None].astype(np.float64), e[None], arch)[0]  # noqa: E731
+    g = lambda e: M.implicit_encoder(enc64, x_row[None].astype(np.float64), e[None], arch.act)[0]  # noqa: E731
     return jacobian(g)(rng.standard_normal(arch.eps_dim)).shape
 
 

@@ -134,12 +134,12 @@ def check_inner_product_adversary(arch, rng):
     B, Mz = 7, 13                                                  # irregular on purpose
     x = DATA[rng.integers(0, 4, B)].astype(np.float64)             # (B, 4)
     z = rng.standard_normal((Mz, 2))                               # (M, 2)
-    T_all = M.adversary_all_pairs(adv, x, z, arch)                 # (B, M)
-    T_rows = M.adversary(adv, x, z[:B], arch)                      # (B,)  pairs (x_i, z_i)
+    T_all = M.adversary_all_pairs(adv, x, z, arch.act)                 # (B, M)
+    T_rows = M.adversary(adv, x, z[:B], arch.act)                      # (B,)  pairs (x_i, z_i)
     assert T_all.shape == (B, Mz)
     assert np.allclose(np.diag(T_all[:, :B]), T_rows, rtol=1e-12, atol=1e-12)
     for j in (0, 5, 12):                                           # column j: (x_i, z_j) for all i
-        assert np.allclose(T_all[:, j], M.adversary(adv, x, np.repeat(z[j:j + 1], B, 0), arch))
+        assert np.allclose(T_all[:, j], M.adversary(adv, x, np.repeat(z[j:j + 1], B, 0), arch.act))
     # the two hot ops have hand-written VJPs: check them against finite differences (float64)
     F, G = rng.standard_normal((B, 5)), rng.standard_normal((Mz, 5))
     check_grads(lambda F, G: inner_product_all_pairs(F, G), modes=["rev"], order=1)(F, G)
@@ -152,11 +152,11 @@ def check_inner_product_adversary(arch, rng):
 def adversary_logits(adv, x, zq, zp, arch, negatives, fold=True):
     """Logits of the positives (x, z ~ q(z|x)) and negatives (x, z ~ p(z)), as pairs or
     all pairs.  fold=False subtracts the library's folded prior term (for comparison)."""
-    T_pos = M.adversary(adv, x, zq, arch)                                   # (B,)
+    T_pos = M.adversary(adv, x, zq, arch.act)                                   # (B,)
     if negatives == "all_pairs":
-        T_neg = M.adversary_all_pairs(adv, x, zp, arch)                     # (B, B)
+        T_neg = M.adversary_all_pairs(adv, x, zp, arch.act)                     # (B, B)
     else:
-        T_neg = M.adversary(adv, x, zp, arch)                               # (B,)
+        T_neg = M.adversary(adv, x, zp, arch.act)                               # (B,)
     if not fold:
         T_pos = T_pos - M.fold_prior(zq)
         T_neg = T_neg - (M.fold_prior(zp)[None, :] if T_neg.ndim == 2 else M.fold_prior(zp))
@@ -168,8 +168,8 @@ def evaluate_T(adv, arch, test, fold=True):
     loss still has a gradient (T* > -5), and E_q[T] per data point (a KL estimate)."""
     idx, zq, zp, Tq_true, Tp_true = test
     x = DATA[idx]
-    Tq = M.adversary(adv, x, zq, arch) - (0 if fold else M.fold_prior(zq))
-    Tp = M.adversary(adv, x, zp, arch) - (0 if fold else M.fold_prior(zp))
+    Tq = M.adversary(adv, x, zq, arch.act) - (0 if fold else M.fold_prior(zq))
+    Tp = M.adversary(adv, x, zp, arch.act) - (0 if fold else M.fold_prior(zp))
     keep = Tp_true > -5
     kl_est = np.array([Tq[idx == i].mean() for i in range(4)])
     return {"rmse_q": float(np.sqrt(np.mean((Tq - Tq_true) ** 2))),
@@ -214,7 +214,7 @@ def make_figure(path, arch, runs, test, baseline_rmse, ab):
         idx = np.full(len(t), i)
         ax.plot(t, T_star(idx, z), color=colors[i], lw=2.5, alpha=0.45,
                 label=f"true T*, x = e{i + 1}")
-        ax.plot(t, M.adversary(adv, DATA[idx], z, arch), color=colors[i], ls="--", lw=1.4,
+        ax.plot(t, M.adversary(adv, DATA[idx], z, arch.act), color=colors[i], ls="--", lw=1.4,
                 label=f"learned T, x = e{i + 1}")
     ax.axvspan(-SPREAD - 2 * SIGMA, SPREAD + 2 * SIGMA, color="0.92", zorder=0,
                label="bulk of q(z | x = e1)")
@@ -230,7 +230,7 @@ def make_figure(path, arch, runs, test, baseline_rmse, ab):
     g1 = np.linspace(-lim, lim, n)
     zz = np.stack(np.meshgrid(g1, g1, indexing="xy"), -1).reshape(-1, 2).astype(np.float32)
     idx = np.zeros(len(zz), int)
-    err = np.abs(M.adversary(adv, DATA[idx], zz, arch) - T_star(idx, zz)).reshape(n, n)
+    err = np.abs(M.adversary(adv, DATA[idx], zz, arch.act) - T_star(idx, zz)).reshape(n, n)
     im = ax.imshow(np.clip(err, 0, 3), origin="lower", extent=[-lim, lim, -lim, lim], cmap="magma_r",
                    vmin=0, vmax=3)
     fig.colorbar(im, ax=ax, fraction=0.046, label="|T - T*| (clipped at 3)")

@@ -49,7 +49,7 @@ from avb_minimal import models as M  # noqa: E402
 from avb_minimal import objectives as O  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
 from avb_minimal.distributions import kl_diag_normal_std, log_normal_diag, log_std_normal  # noqa: E402
-from avb_minimal.nn import tree_flatten  # noqa: E402
+from avb_minimal.trees import tree_flatten  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "runs", "chapters")
 
@@ -68,7 +68,7 @@ def flat(tree):
 # %% T* for the Gaussian encoder: the exact optimum of eq. (3.3) (Prop. 1, eq. 3.4)
 def T_star(enc, x, z, arch):
     """T*(x, z) = log q_phi(z|x) - log p(z), phi = the encoder's weights `enc`.  (B,)."""
-    mean, log_var = M.gaussian_encoder(enc, x, arch)                              # (B, dz) x2
+    mean, log_var = M.gaussian_encoder(enc, x, arch.act)                              # (B, dz) x2
     return log_normal_diag(z, mean, log_var) - log_std_normal(z)
 
 
@@ -86,7 +86,7 @@ def pathwise_gradient(enc, x, eps, arch):
     frozen = [(getval(W), getval(b)) for W, b in enc]
 
     def f(e):
-        mean, log_var = M.gaussian_encoder(e, x, arch)
+        mean, log_var = M.gaussian_encoder(e, x, arch.act)
         z = mean + anp.exp(0.5 * log_var) * eps                                   # z_phi(x, eps)
         return anp.mean(T_star(frozen, x, z, arch))
     return flat(grad(f)(enc))
@@ -95,7 +95,7 @@ def pathwise_gradient(enc, x, eps, arch):
 def kl_gradient(enc, x, arch):
     """grad_phi of mean_x KL(q_phi(z|x), p(z)) in closed form: the total derivative that
     explicit + pathwise must add up to (and, by eq. 3.6, the pathwise part alone)."""
-    return flat(grad(lambda e: anp.mean(kl_diag_normal_std(*M.gaussian_encoder(e, x, arch))))(enc))
+    return flat(grad(lambda e: anp.mean(kl_diag_normal_std(*M.gaussian_encoder(e, x, arch.act))))(enc))
 
 
 def batched(fn, n, batch, rng, dz):
@@ -210,13 +210,13 @@ def main(argv=None):
     enc[-1] = (W, b + np.array([0.6, -0.4, -0.5, 0.3]))            # mean away from 0, var != 1
     x1 = four_points(np.float64)[:1]
     P = flat(enc).size
-    mean, log_var = (getval(a) for a in M.gaussian_encoder(enc, x1, arch))
+    mean, log_var = (getval(a) for a in M.gaussian_encoder(enc, x1, arch.act))
     print(f"encoder: {P} weights phi; q_phi(z | x = e1) = N({np.round(mean[0], 3)}, "
           f"diag {np.round(np.exp(log_var[0]), 3)})")
 
     def explicit(eps):
         x = np.repeat(x1, eps.shape[0], axis=0)
-        m, lv = M.gaussian_encoder(enc, x, arch)
+        m, lv = M.gaussian_encoder(enc, x, arch.act)
         z = getval(m) + np.exp(0.5 * getval(lv)) * eps                            # samples of q_phi, fixed
         return explicit_gradient(enc, x, z, arch)
 

@@ -40,10 +40,10 @@ from avb_minimal import evaluate as E
 from avb_minimal import models as M
 from avb_minimal import objectives as O
 from avb_minimal.data import four_points
-from avb_minimal.experiments import OPTIMUM_LL, PAPER_TABLE1, format_table1, table1_settings
-from avb_minimal.nn import tree_flatten
+from avb_minimal.experiments.table1 import OPTIMUM_LL, PAPER_TABLE1, format_table1, table1_settings
+from avb_minimal.trees import tree_flatten
 from avb_minimal.ops import bernoulli_loglik, softplus
-from avb_minimal.plots import curve_figure, latent_figure
+from avb_minimal.experiments.plots import curve_figure, latent_figure
 from avb_minimal.train import train
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "runs", "chapters")
@@ -86,19 +86,19 @@ def check_algorithm1(rng):
     total = lambda p: sum(O.avb_losses(p, "avb", x, eps, z_prior, arch, "pairs"))  # noqa: E731
     g_lib = grad(total)(params)
 
-    z_fixed = M.implicit_encoder(params["enc"], x, eps, arch)           # the encoder's samples, as numbers
+    z_fixed = M.implicit_encoder(params["enc"], x, eps, arch.act)           # the encoder's samples, as numbers
 
     def line6(dec):      # g_theta = 1/m sum grad_theta log p_theta(x | z_phi(x, eps))
-        return anp.mean(bernoulli_loglik(x, M.decoder_logits(dec, z_fixed, arch)))
+        return anp.mean(bernoulli_loglik(x, M.decoder_logits(dec, z_fixed, arch.act)))
 
     def line7(enc):      # g_phi = 1/m sum grad_phi [-T_psi(x, z_phi) + log p_theta(x | z_phi)]   eq. (3.7)
-        z = M.implicit_encoder(enc, x, eps, arch)
-        return anp.mean(-M.adversary(params["adv"], x, z, arch)
-                        + bernoulli_loglik(x, M.decoder_logits(params["dec"], z, arch)))
+        z = M.implicit_encoder(enc, x, eps, arch.act)
+        return anp.mean(-M.adversary(params["adv"], x, z, arch.act)
+                        + bernoulli_loglik(x, M.decoder_logits(params["dec"], z, arch.act)))
 
     def line8(adv):      # g_psi = 1/m sum grad_psi [log sigma(T(x, z_phi)) + log(1 - sigma(T(x, z)))]   eq. (3.3)
         log_sig = lambda t: -softplus(-t)                                # noqa: E731  log sigma(t)
-        return anp.mean(log_sig(M.adversary(adv, x, z_fixed, arch)) + log_sig(-M.adversary(adv, x, z_prior, arch)))
+        return anp.mean(log_sig(M.adversary(adv, x, z_fixed, arch.act)) + log_sig(-M.adversary(adv, x, z_prior, arch.act)))
 
     # avb_losses returns losses to *minimise*: their gradients are minus the ascent directions
     for name, mine, lib in (("theta", grad(line6)(params["dec"]), g_lib["dec"]),

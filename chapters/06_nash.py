@@ -43,7 +43,7 @@ from avb_minimal import evaluate as E  # noqa: E402
 from avb_minimal import models as M  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
 from avb_minimal.distributions import log_normal_diag, log_std_normal  # noqa: E402
-from avb_minimal.experiments import OPTIMUM_LL, table1_settings  # noqa: E402
+from avb_minimal.experiments.table1 import OPTIMUM_LL, table1_settings  # noqa: E402
 from avb_minimal.train import train  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "runs", "chapters")
@@ -105,7 +105,7 @@ def pmi_grid(dec, data, arch, n, lim):
 
 def pmi_at(dec, x, z, arch, log_px_of_row):
     """PMI at given pairs (x_i, z_i).  -> (B,)."""
-    logits = np.asarray(M.decoder_logits(dec, z, arch), np.float64)
+    logits = np.asarray(M.decoder_logits(dec, z, arch.act), np.float64)
     ll = np.sum(x * logits - np.logaddexp(0, logits), axis=1)
     return ll - log_px_of_row
 
@@ -114,7 +114,7 @@ def make_figure(path, params, data, arch, pairs, lim=3.0, n=150):
     fig, axes = plt.subplots(1, 3, figsize=(16.5, 5.2))
     pmi, zz = pmi_grid(params["dec"], data, arch, n, lim)
     x0 = np.repeat(data[:1], zz.shape[0], axis=0)
-    T0 = np.asarray(M.adversary(params["adv"], x0, zz.astype(np.float32), arch), np.float64)
+    T0 = np.asarray(M.adversary(params["adv"], x0, zz.astype(np.float32), arch.act), np.float64)
     vmin, vmax = FLOOR, 2.0
     for ax, V, title in ((axes[0], pmi[0], "(a) exact PMI log p(x,z)/(p(x)p(z)), x = e1"),
                          (axes[1], T0, "(b) learned adversary T(x, z), x = e1")):
@@ -191,7 +191,7 @@ def main(argv=None):
         z = np.concatenate([zq[i], rng.standard_normal((m, 2)).astype(np.float32)])   # (2m, 2)
         src = np.r_[np.zeros(m, int), np.ones(m, int)]                              # 0: from q, 1: from p
         x = np.repeat(data[i:i + 1], 2 * m, axis=0)
-        T = np.asarray(M.adversary(params["adv"], x, z, arch), np.float64)
+        T = np.asarray(M.adversary(params["adv"], x, z, arch.act), np.float64)
         P = pmi_at(params["dec"], x, z, arch, log_px[i])
         pairs[i] = (T, P, src)
         pooled_T.append(T), pooled_P.append(P), q_T.append(T[src == 0]), q_P.append(P[src == 0])

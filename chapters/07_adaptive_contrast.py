@@ -48,7 +48,7 @@ from avb_minimal import models as M  # noqa: E402
 from avb_minimal import objectives as O  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
 from avb_minimal.distributions import log_normal_diag, log_std_normal  # noqa: E402
-from avb_minimal.nn import tree_flatten  # noqa: E402
+from avb_minimal.trees import tree_flatten  # noqa: E402
 from avb_minimal.ops import bernoulli_loglik, softplus  # noqa: E402
 from avb_minimal.optim import Adam, adam_init, adam_step  # noqa: E402
 
@@ -73,13 +73,13 @@ def check_moments(rng, batches=(64, 512, 4096), n_ref=100000):
     ref_m, ref_v = [], []
     for i in range(4):
         x = np.repeat(DATA[i:i + 1].astype(np.float64), n_ref, axis=0)
-        z, _, _ = M.noise_basis_encoder(enc, x, M.sample_noise(rng, "avb_ac", arch, n_ref, np.float64), arch)
+        z, _, _ = M.noise_basis_encoder(enc, x, M.sample_noise(rng, "avb_ac", arch, n_ref, np.float64), arch.act)
         ref_m.append(z.mean(0)), ref_v.append(z.var(0))
     ref = (np.array(ref_m), np.array(ref_v))
     est = {}
     for B in batches:
         x = DATA[np.arange(B) % 4].astype(np.float64)                             # a batch with all four x
-        _, mean, var = M.noise_basis_encoder(enc, x, M.sample_noise(rng, "avb_ac", arch, B, np.float64), arch)
+        _, mean, var = M.noise_basis_encoder(enc, x, M.sample_noise(rng, "avb_ac", arch, B, np.float64), arch.act)
         est[B] = (mean[:4], var[:4])                                               # rows 0..3 are x = e1..e4
     return est, ref
 
@@ -93,21 +93,21 @@ def check_algorithm2(rng):
     eps = M.sample_noise(rng, "avb_ac", arch, m, np.float64)
     eta = rng.standard_normal((m, arch.z_dim))                                    # line 6: eta ~ N(0, I)
     g_lib = grad(lambda p: sum(O.avb_losses(p, "avb_ac", x, eps, eta, arch)))(params)
-    _, mu, var = M.noise_basis_encoder(params["enc"], x, eps, arch)                # line 8 (constants)
+    _, mu, var = M.noise_basis_encoder(params["enc"], x, eps, arch.act)                # line 8 (constants)
 
     def zbar_of(enc):                                                              # line 9
-        z, _, _ = M.noise_basis_encoder(enc, x, eps, arch)
+        z, _, _ = M.noise_basis_encoder(enc, x, eps, arch.act)
         return z, (z - mu) / np.sqrt(var + M.AC_VAR_FLOOR)
 
     def line12(enc):    # g_phi: grad [-T(x, z_bar) + ||z_bar||^2 / 2 + log p(x, z)]   eq. (4.2)
         z, zb = zbar_of(enc)
-        log_pxz = bernoulli_loglik(x, M.decoder_logits(params["dec"], z, arch)) + log_std_normal(z)
-        return anp.mean(-M.adversary(params["adv"], x, zb, arch) + 0.5 * anp.sum(zb ** 2, 1) + log_pxz)
+        log_pxz = bernoulli_loglik(x, M.decoder_logits(params["dec"], z, arch.act)) + log_std_normal(z)
+        return anp.mean(-M.adversary(params["adv"], x, zb, arch.act) + 0.5 * anp.sum(zb ** 2, 1) + log_pxz)
 
     def line13(adv):    # g_psi: grad [log sigma(T(x, z_bar)) + log(1 - sigma(T(x, eta)))]   eq. (3.3)
         _, zb = zbar_of(params["enc"])
         log_sig = lambda t: -softplus(-t)                                          # noqa: E731
-        return anp.mean(log_sig(M.adversary(adv, x, zb, arch)) + log_sig(-M.adversary(adv, x, eta, arch)))
+        return anp.mean(log_sig(M.adversary(adv, x, zb, arch.act)) + log_sig(-M.adversary(adv, x, eta, arch.act)))
 
     for name, mine, lib in (("phi", grad(line12)(params["enc"]), g_lib["enc"]),
                             ("psi", grad(line13)(params["adv"]), g_lib["adv"])):
@@ -152,8 +152,8 @@ def log_ratio_estimate(adv, arch, idx, z, ac):
     T(x, z~) + log r_alpha(z|x) - log p(z) (the two terms of eq. 4.1)."""
     x = DATA[idx]
     if not ac:
-        return np.asarray(M.adversary(adv, x, z, arch), np.float64)
-    T = np.asarray(M.adversary(adv, x, normalised(idx, z), arch), np.float64)
+        return np.asarray(M.adversary(adv, x, z, arch.act), np.float64)
+    T = np.asarray(M.adversary(adv, x, normalised(idx, z), arch.act), np.float64)
     return T + log_r(idx, z) - log_std_normal(np.asarray(z, np.float64))
 
 
@@ -165,8 +165,8 @@ def train_adversary(arch, steps, batch, seed, ac, test, every):
     adv = M.init_adversary(rng, arch, np.float32)
     opt = Adam(3e-3, 0.9, 0.999)
     state = adam_init(adv)
-    g = grad(lambda a, x, zp, zn: O.adversary_loss(M.adversary(a, x, zp, arch),
-                                                   M.adversary_all_pairs(a, x, zn, arch)))
+    g = grad(lambda a, x, zp, zn: O.adversary_loss(M.adversary(a, x, zp, arch.act),
+                                                   M.adversary_all_pairs(a, x, zn, arch.act)))
     idx_t, zq_t, true_t = test
     curve = []
     for it in range(steps + 1):

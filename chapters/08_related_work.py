@@ -86,7 +86,7 @@ def check_pointwise():
     T_avb = np.stack([minimise_table(lambda T, i=i: O.adversary_loss(T[zq[i]], T[zp]), 3) for i in range(2)])
     assert np.allclose(T_avb, np.log(qzx / p), atol=1e-5)
     # 6.10: optimum 1 + log q/p, and minus the loss there is KL(q(z|x), p) (6.8)
-    T_f = np.stack([minimise_table(lambda T, i=i: R.fgan_discriminator_loss(T[zq[i]], T[zp]), 3) for i in range(2)])
+    T_f = np.stack([minimise_table(lambda T, i=i: O.fgan_discriminator_loss(T[zq[i]], T[zp]), 3) for i in range(2)])
     assert np.allclose(T_f, R.fgan_optimum(np.log(qzx), np.log(p)), atol=1e-5)
     kl = np.sum(qzx * np.log(qzx / p), axis=1)
     assert np.allclose([R.fgan_kl_estimate(T_f[i][zq[i]], T_f[i][zp]) for i in range(2)], kl, atol=1e-8)
@@ -154,8 +154,8 @@ def train_T(kind, arch, sampler, steps, batch, seed, lr=2e-3, every=None, probe=
         loss = lambda a, x, zq, zp: R.aae_adversary_loss(R.z_adversary(a, zq), R.z_adversary(a, zp))  # noqa: E731
     else:
         adv = M.init_adversary(rng, arch, np.float32)
-        obj = O.adversary_loss if kind == "avb" else R.fgan_discriminator_loss
-        loss = lambda a, x, zq, zp: obj(M.adversary(a, x, zq, arch), M.adversary_all_pairs(a, x, zp, arch))  # noqa: E731
+        obj = O.adversary_loss if kind == "avb" else O.fgan_discriminator_loss
+        loss = lambda a, x, zq, zp: obj(M.adversary(a, x, zq, arch.act), M.adversary_all_pairs(a, x, zp, arch.act))  # noqa: E731
     g = grad(loss)
     opt = Adam(lr, 0.9, 0.999)
     state = adam_init(adv)
@@ -231,9 +231,9 @@ def make_figure(path, post_zz, hard_z, table, fg, lim=3.2):
     arch, adv_gan, adv_f = fg["arch"], fg["gan"][0], fg["fgan"][0]
     true = log_ratio_gauss(idx, z)
     ax.plot(t, true, color="#1f77b4", lw=2.5, alpha=0.45, label="log q/p (optimum of 3.3, Prop. 1)")
-    ax.plot(t, M.adversary(adv_gan, DATA[idx], z, arch), color="#1f77b4", ls="--", label="learned T, eq. (3.3)")
+    ax.plot(t, M.adversary(adv_gan, DATA[idx], z, arch.act), color="#1f77b4", ls="--", label="learned T, eq. (3.3)")
     ax.plot(t, true + 1, color="#d62728", lw=2.5, alpha=0.45, label="1 + log q/p (optimum of 6.10)")
-    ax.plot(t, M.adversary(adv_f, DATA[idx], z, arch), color="#d62728", ls="--", label="learned T, eq. (6.10)")
+    ax.plot(t, M.adversary(adv_f, DATA[idx], z, arch.act), color="#d62728", ls="--", label="learned T, eq. (6.10)")
     ax.set_ylim(-6, 4)
     ax.set_xlabel("t along z = mu_1 + t (1, 0), x = e1")
     ax.set_ylabel("T(x, z)")
@@ -307,7 +307,7 @@ def main(argv=None):
     adv_z, _ = train_T("aae", arch, sample_hard, steps, batch, args.seed)
     adv_xz, _ = train_T("avb", arch, sample_hard, steps, batch, args.seed)
     aae_kl = float(np.mean(R.z_adversary(adv_z, zq_t)))
-    avb_kl = float(np.mean(M.adversary(adv_xz, DATA[idx_t], zq_t, arch)))
+    avb_kl = float(np.mean(M.adversary(adv_xz, DATA[idx_t], zq_t, arch.act)))
     print(f"adversaries trained on the hard encoder: AAE's E_q[T(z)] = {aae_kl:.3f} (ideal: KL(q(z), p) = 0); "
           f"AVB's E_q[T(x, z)] = {avb_kl:.3f} (ideal: E_x KL(q(z|x), p) = log 4 = {np.log(4):.3f})")
 
@@ -319,10 +319,10 @@ def main(argv=None):
     xp = np.repeat(DATA, 500, axis=0)                                               # (2000, 4)
 
     def probe_gan(a):
-        return float(np.mean(M.adversary(a, DATA[idx_g], zq_g, arch)))
+        return float(np.mean(M.adversary(a, DATA[idx_g], zq_g, arch.act)))
 
     def probe_f(a):
-        return float(R.fgan_kl_estimate(M.adversary(a, DATA[idx_g], zq_g, arch), M.adversary(a, xp, zp_g, arch)))
+        return float(R.fgan_kl_estimate(M.adversary(a, DATA[idx_g], zq_g, arch.act), M.adversary(a, xp, zp_g, arch.act)))
     every = max(steps // 40, 10)
     fg = {"arch": arch, "kl_true": kl_true,
           "gan": train_T("avb", arch, sample_gauss, steps, batch, args.seed, 2e-3, every, probe_gan),
@@ -330,15 +330,15 @@ def main(argv=None):
     rmse = {}
     true_q = log_ratio_gauss(idx_g, zq_g)
     for key, shift in (("gan", 0.0), ("fgan", 1.0)):
-        T = np.asarray(M.adversary(fg[key][0], DATA[idx_g], zq_g, arch), np.float64)
+        T = np.asarray(M.adversary(fg[key][0], DATA[idx_g], zq_g, arch.act), np.float64)
         rmse[key] = float(np.sqrt(np.mean((T - (true_q + shift)) ** 2)))
     wiggle = {k: float(np.std(np.diff([v for _, v in fg[k][1][len(fg[k][1]) // 4:]]))) for k in ("gan", "fgan")}
     # the final values with 10x more samples (the bound holds in expectation; less Monte Carlo error)
     idx_b = np.repeat(np.arange(4), 20000)
     zq_b, zp_b = sample_gauss(rng, idx_b), rng.standard_normal((80000, 2)).astype(np.float32)
-    kl_gan = float(np.mean(M.adversary(fg["gan"][0], DATA[idx_b], zq_b, arch)))
-    kl_bound = float(R.fgan_kl_estimate(M.adversary(fg["fgan"][0], DATA[idx_b], zq_b, arch),
-                                        M.adversary(fg["fgan"][0], DATA[idx_b], zp_b, arch)))
+    kl_gan = float(np.mean(M.adversary(fg["gan"][0], DATA[idx_b], zq_b, arch.act)))
+    kl_bound = float(R.fgan_kl_estimate(M.adversary(fg["fgan"][0], DATA[idx_b], zq_b, arch.act),
+                                        M.adversary(fg["fgan"][0], DATA[idx_b], zp_b, arch.act)))
     print(f"closed-form KL (6.1), mean over x: {kl_true:.4f}")
     print(f"eq. (3.3) adversary : RMSE(T - log q/p) = {rmse['gan']:.3f}; KL plug-in E_q T = {kl_gan:.4f}")
     print(f"eq. (6.10) adversary: RMSE(T - (1 + log q/p)) = {rmse['fgan']:.3f}; KL bound (6.8) = {kl_bound:.4f}")

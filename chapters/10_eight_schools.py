@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from avb_minimal import eight_schools as ES
+from avb_minimal.experiments import eight_schools as ES
 from avb_minimal import targets as TG
 from avb_minimal import vi
 from avb_minimal.chapter import chapter_args

@@ -48,12 +48,12 @@ from scipy.optimize import minimize  # noqa: E402
 
 from avb_minimal import bavae as BV  # noqa: E402
 from avb_minimal import evaluate as E  # noqa: E402
-from avb_minimal import mnist as MN  # noqa: E402
+from avb_minimal.experiments import mnist as MN  # noqa: E402
 from avb_minimal import objectives as O  # noqa: E402
 from avb_minimal.chapter import chapter_args, load_mnist  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
-from avb_minimal.experiments import table1_settings  # noqa: E402
-from avb_minimal.plots import mnist_figure  # noqa: E402
+from avb_minimal.experiments.table1 import table1_settings  # noqa: E402
+from avb_minimal.experiments.plots import mnist_figure  # noqa: E402
 from avb_minimal.train import TrainConfig, train  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "runs", "chapters")

@@ -20,7 +20,7 @@ What you will learn
   is also AIS's initial distribution for AVB + AC, against Monte Carlo moments of z;
 - sec. 5.2: the adversary T = <f(x), g(z)> + r(x) + s(z), the unary terms folded into one
   inner product (models.adversary_features_x / _z);
-- AIS (evaluate.ais_log_likelihood) on a tiny binary model whose log p(x) is known by
+- AIS (ais.ais_log_likelihood) on a tiny binary model whose log p(x) is known by
   integration on a grid: within 0.1 nats;
 - the pipeline of `python -m avb_minimal reproduce mnist`: train the three models, then AIS
   log-likelihood, ELBO (exact for the VAE; T-based and *not* a bound for AVB) and
@@ -44,11 +44,11 @@ import numpy as np
 
 from avb_minimal.chapter import chapter_args, load_mnist
 from avb_minimal import evaluate as E
-from avb_minimal import mnist as MN
+from avb_minimal.experiments import mnist as MN
 from avb_minimal import models as M
-from avb_minimal.ais import ac_gaussian
+from avb_minimal.ais import ac_gaussian, ais_log_likelihood
 from avb_minimal.nn import mlp
-from avb_minimal.plots import mnist_figure
+from avb_minimal.experiments.plots import mnist_figure
 from avb_minimal.train import train
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
@@ -71,7 +71,7 @@ def check_moments(x, rng):
     mean, var = ac_gaussian(enc, x[:3], arch, rng, n_noise=100_000)            # eq. (III.2), (III.3)
     K = 50_000
     for i in range(3):                                                          # Monte Carlo, per x
-        z, _, _ = M.noise_basis_encoder(enc, np.repeat(x[i:i + 1], K, 0), M.sample_noise(rng, "avb_ac", arch, K), arch)
+        z, _, _ = M.noise_basis_encoder(enc, np.repeat(x[i:i + 1], K, 0), M.sample_noise(rng, "avb_ac", arch, K), arch.act)
         sd = np.sqrt(var[i])
         assert np.all(np.abs(mean[i] - z.mean(0)) < 0.03 * sd + 1e-4), (mean[i], z.mean(0))
         assert np.all(np.abs(var[i] / z.var(0) - 1) < 0.05), (var[i], z.var(0))
@@ -89,7 +89,7 @@ def check_unary_terms(x, rng):
     F, G = mlp(adv["f"], xs), mlp(adv["g"], z)
     H = arch.adv_dim
     by_hand = np.sum(F[:, :H] * G[:, :H], 1) + F[:, H] + G[:, H] + 0.5 * np.sum(z * z, 1)
-    assert np.allclose(M.adversary(adv, xs, z, arch), by_hand, rtol=1e-10)
+    assert np.allclose(M.adversary(adv, xs, z, arch.act, arch.adv_unary), by_hand, rtol=1e-10)
     print("sec. 5.2: T = <f(x), g(z)> + r(x) + s(z) + ||z||^2/2 as one padded inner product  [ok]")
 
 
@@ -98,12 +98,12 @@ def check_ais_exact(rng):
     arch = M.Arch(x_dim=10, z_dim=2, hidden=(16, 16))
     p = M.init_params(rng, "vae", arch, np.float64)
     p["dec"] = [(W * 2.5, b) for W, b in p["dec"]]                              # a sharp posterior
-    logits = M.decoder_logits(p["dec"], rng.standard_normal((30, 2)), arch)
+    logits = M.decoder_logits(p["dec"], rng.standard_normal((30, 2)), arch.act)
     x = (rng.random(logits.shape) < 1 / (1 + np.exp(-logits))).astype(np.float32)
     exact = E.exact_log_likelihood(p["dec"], x, arch, 512)
     res = {}
     for steps in (10, 500):
-        r = E.ais_log_likelihood(p, "vae", x, arch, rng, n_steps=steps, n_chains=5, dtype=np.float64)
+        r = ais_log_likelihood(p, "vae", x, arch, rng, n_steps=steps, n_chains=5, dtype=np.float64)
         res[steps] = r
         print(f"  AIS {steps:4d} steps x 5 chains: mean log p(x) {r['log_likelihood'].mean():.3f} "
               f"(exact {exact.mean():.3f}), mean ESS {r['ess'].mean():.2f} of 5, acceptance "

@@ -15,8 +15,10 @@ import sys
 
 import pytest
 
-from avb_minimal import assignments as A
 from avb_minimal.__main__ import main
+from avb_minimal.course import build as CB
+from avb_minimal.course import grade as CG
+from avb_minimal.course import tasks as CT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
@@ -31,15 +33,15 @@ COVERAGE = {("avb_minimal/nn.py", "mlp"), ("avb_minimal/ops.py", "_bernoulli_num
 
 # ------------------------------------------------------------------ the solution tree
 def test_every_task_has_regions_in_the_library_and_marked_tests(request):
-    regions = A.list_regions(ROOT)                    # raises on any bad marker
-    assert len(A.TASKS) >= 8 and {r.task for r in regions} == set(A.TASKS)
+    regions = CT.list_regions(ROOT)                    # raises on any bad marker
+    assert len(CT.TASKS) >= 8 and {r.task for r in regions} == set(CT.TASKS)
     assert COVERAGE <= {(r.path, r.function) for r in regions}
-    tests = A.tests_by_task(os.path.join(ROOT, "tests"))
+    tests = CT.tests_by_task(os.path.join(ROOT, "tests"))
     registered = "\n".join(request.config.getini("markers"))
-    for t, m in A.TASKS.items():
-        assert tests.get(t), f"task {t} has no test marked @pytest.mark.{A.marker_name(t)}"
-        assert f"{A.marker_name(t)}: course task {t}" in registered
-        assert set(m["prerequisites"]) <= set(A.TASKS) and m["points"] > 0
+    for t, m in CT.TASKS.items():
+        assert tests.get(t), f"task {t} has no test marked @pytest.mark.{CT.marker_name(t)}"
+        assert f"{CT.marker_name(t)}: course task {t}" in registered
+        assert set(m["prerequisites"]) <= set(CT.TASKS) and m["points"] > 0
         assert {"title", "what", "equations", "chapter", "paper"} <= set(m)
         assert os.path.isfile(os.path.join(ROOT, m["chapter"])), m["chapter"]
 
@@ -49,9 +51,9 @@ def test_the_solution_tree_passes_every_task(tmp_path, capsys):
     out = tmp_path / "grades" / "solution.json"
     assert main(["assignments", "grade", ROOT, "--require-all", "--json", str(out)]) == 0
     g = json.loads(out.read_text())
-    assert [r["task"] for r in g["tasks"]] == list(A.TASKS)
+    assert [r["task"] for r in g["tasks"]] == list(CT.TASKS)
     assert all(r["status"] == "passed" and r["passed"] == r["total"] > 0 for r in g["tasks"]), g["tasks"]
-    assert g["points"] == g["max_points"] == sum(m["points"] for m in A.TASKS.values())
+    assert g["points"] == g["max_points"] == sum(m["points"] for m in CT.TASKS.values())
     assert os.path.realpath(g["avb_minimal"]) == os.path.realpath(os.path.join(ROOT, "avb_minimal", "__init__.py"))
     text = capsys.readouterr().out
     assert "task" in text and "passed" in text and f"{g['points']}/{g['max_points']}" in text
@@ -71,18 +73,18 @@ def test_student_tree_layout_and_handouts(student):
     assert (student / "setup.py").is_file() and (student / "STUDENT.md").is_file()
     assert not (student / "tests" / "test_assignments.py").exists()
     assert not list(student.rglob("__pycache__")) and not (student / ".git").exists()
-    assert json.loads((student / A.TREE_TASKS).read_text())["tasks"] == list(A.TASKS)
-    for t, m in A.TASKS.items():
-        h = (student / "handouts" / A.handout_name(t)).read_text()
+    assert json.loads((student / CT.TREE_TASKS).read_text())["tasks"] == list(CT.TASKS)
+    for t, m in CT.TASKS.items():
+        h = (student / "handouts" / CT.handout_name(t)).read_text()
         assert h.startswith(f"# Task {t}: {m['title']}")
-        assert f"python -m pytest -q -m {A.marker_name(t)} tests" in h and m["chapter"] in h
+        assert f"python -m pytest -q -m {CT.marker_name(t)} tests" in h and m["chapter"] in h
         assert all(f"task {p} (" in h for p in m["prerequisites"])
-    for r in A.list_regions(ROOT):                       # each region is one stub, no solution left
+    for r in CT.list_regions(ROOT):                       # each region is one stub, no solution left
         assert f"\n{r.indent}raise NotImplementedError({r.message()!r})\n" in (student / r.path).read_text()
     marker = re.compile(r"^\s*#+\s*(BEGIN|END)\s+SOLUTION", re.MULTILINE | re.IGNORECASE)
     assert not [f for f in student.rglob("*.py") if marker.search(f.read_text())]
     objectives = (student / "avb_minimal" / "objectives.py").read_text()
-    assert "np.mean(softplus(-T_pos))" not in objectives and "def adversary_loss(T_pos, T_neg):" in objectives
+    assert "np.mean(softplus(-T_pos))" not in objectives and "def adversary_loss(T_pos: np.ndarray, T_neg: np.ndarray) -> np.ndarray:" in objectives
 
 
 @pytest.mark.slow
@@ -127,15 +129,15 @@ def test_each_task_fails_in_the_student_tree_with_its_not_implemented_error(stud
 @pytest.mark.slow
 def test_a_partial_tree_grades_its_own_tasks_and_reports_blocked_ones(tmp_path):
     tree = tmp_path / "s"
-    A.build(str(tree), tasks="0.1,3.1", source=ROOT)
-    g = A.grade(str(tree))                                    # default: the tasks handed out
+    CB.build(str(tree), tasks="0.1,3.1", source=ROOT)
+    g = CG.grade(str(tree))                                    # default: the tasks handed out
     assert [(r["task"], r["status"]) for r in g["tasks"]] == [("0.1", "not implemented"),
                                                                ("3.1", "not implemented")]
-    g = A.grade(str(tree), tasks="all")
+    g = CG.grade(str(tree), tasks="all")
     status = {r["task"]: r["status"] for r in g["tasks"]}
     assert status["2.1"] == "blocked by 0.1" and status["3.2"] == "blocked by 0.1"
     assert status["0.2"] == status["5.1"] == status["5.2"] == "passed"
-    assert g["points"] == sum(m["points"] for t, m in A.TASKS.items() if status[t] == "passed")
+    assert g["points"] == sum(m["points"] for t, m in CT.TASKS.items() if status[t] == "passed")
     assert "raise NotImplementedError" not in (tree / "avb_minimal" / "ops.py").read_text()
 
 
@@ -159,16 +161,16 @@ GOOD = "    ### BEGIN SOLUTION task 3.1: the loss\n    return 1\n    ### END SOL
 ])
 def test_bad_markers_name_the_file_and_line(body, line, message):
     with pytest.raises(ValueError, match=message) as e:
-        A.scan_file("def f():\n" + body, "pkg/mod.py")
+        CT.scan_file("def f():\n" + body, "pkg/mod.py")
     assert str(e.value).startswith(f"pkg/mod.py:{line}:")
 
 
 def test_regions_outside_functions_are_refused():
     with pytest.raises(ValueError, match=r"mod.py:1: a solution region must be inside a function body"):
-        A.scan_file("### BEGIN SOLUTION task 3.1: a\nX = 1\n### END SOLUTION\n", "mod.py")
+        CT.scan_file("### BEGIN SOLUTION task 3.1: a\nX = 1\n### END SOLUTION\n", "mod.py")
     with pytest.raises(ValueError, match=r"mod.py:2: a solution region must be inside a function body"):
-        A.scan_file("class C:\n    ### BEGIN SOLUTION task 3.1: a\n    X = 1\n    ### END SOLUTION\n", "mod.py")
-    (r,) = A.scan_file("class C:\n    def m(self):\n        if self:\n"
+        CT.scan_file("class C:\n    ### BEGIN SOLUTION task 3.1: a\n    X = 1\n    ### END SOLUTION\n", "mod.py")
+    (r,) = CT.scan_file("class C:\n    def m(self):\n        if self:\n"
                        "            ### BEGIN SOLUTION task 3.1: a\n            # a comment\n"
                        "            return 1\n            ### END SOLUTION\n", "mod.py")
     assert (r.function, r.begin, r.end, r.n_lines, r.indent) == ("m", 4, 7, 1, " " * 12)
@@ -177,8 +179,8 @@ def test_regions_outside_functions_are_refused():
 def test_blank_replaces_chosen_regions_and_drops_the_other_markers():
     text = ("def f(x):\n    y = x\n" + GOOD + "\n\ndef g():\n"
             "    ### BEGIN SOLUTION task 3.2: other\n    return 2\n    ### END SOLUTION\n")
-    regions = A.scan_file(text, "m.py")
-    out, stubs = A.blank(text, regions, ["3.1"])
+    regions = CT.scan_file(text, "m.py")
+    out, stubs = CB.blank(text, regions, ["3.1"])
     assert out == ("def f(x):\n    y = x\n    raise NotImplementedError('Task 3.1: the loss "
                    "(see handouts/task_3_1.md)')\n\n\ndef g():\n    return 2\n")
     assert stubs == {"3.1": [3]}
@@ -186,7 +188,7 @@ def test_blank_replaces_chosen_regions_and_drops_the_other_markers():
 
 # ------------------------------------------------------------------ bad command lines
 def _fake_source(root, module_text):
-    for d in A.STUDENT_DIRS:
+    for d in CT.STUDENT_DIRS:
         (root / d).mkdir(parents=True)
     (root / "avb_minimal" / "__init__.py").write_text("")
     (root / "avb_minimal" / "mod.py").write_text(module_text)
@@ -195,33 +197,33 @@ def _fake_source(root, module_text):
     return root
 
 
-FAKE_TASKS = {"1.1": dict(A.TASKS["3.1"], title="a piece", prerequisites=[])}
+FAKE_TASKS = {"1.1": dict(CT.TASKS["3.1"], title="a piece", prerequisites=[])}
 
 
 def test_build_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
     work = tmp_path / "work"
     work.mkdir()
     with pytest.raises(ValueError, match=r"unknown task\(s\) 9.9; the tasks are 0.1"):
-        A.build(str(work / "out"), tasks="3.1,9.9", source=ROOT)
+        CB.build(str(work / "out"), tasks="3.1,9.9", source=ROOT)
     assert main(["assignments", "build", str(work / "out"), "--tasks", "3.1,,9.9", "--source", ROOT]) == 2
     assert "unknown task(s) 9.9" in capsys.readouterr().err
     assert os.listdir(work) == []
     (work / "out").mkdir()
     (work / "out" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="exists and is not empty"):
-        A.build(str(work / "out"), source=ROOT)
+        CB.build(str(work / "out"), source=ROOT)
     assert os.listdir(work / "out") == ["notes.txt"] and sorted(os.listdir(work)) == ["out"]
     with pytest.raises(ValueError, match="exists and is not a folder"):
-        A.build(str(work / "out" / "notes.txt"), source=ROOT)
+        CB.build(str(work / "out" / "notes.txt"), source=ROOT)
     for inside in (os.path.join(ROOT, "tests", "student"), os.path.join(ROOT, "student")):
         with pytest.raises(ValueError, match="inside the source tree"):
-            A.build(inside, source=ROOT)
+            CB.build(inside, source=ROOT)
     assert not os.path.exists(os.path.join(ROOT, "student"))
     with pytest.raises(ValueError, match="needs a source checkout"):
-        A.build(str(work / "x"), source=str(work / "out"))
+        CB.build(str(work / "x"), source=str(work / "out"))
     assert sorted(os.listdir(work)) == ["out"]
     (work / "empty").mkdir()                                   # an empty OUT is fine
-    assert A.build(str(work / "empty"), tasks="3.1", source=ROOT)["tasks"] == ["3.1"]
+    assert CB.build(str(work / "empty"), tasks="3.1", source=ROOT)["tasks"] == ["3.1"]
     assert (work / "empty" / "handouts" / "task_3_1.md").is_file()
     assert not [d for d in os.listdir(work) if "partial" in d]
 
@@ -233,7 +235,7 @@ def test_a_failure_midway_leaves_nothing_half_written(tmp_path):
                        "        x = 1\n    ### END SOLUTION\n    except ValueError:\n        x = 2\n    return x\n")
     out = tmp_path / "dest" / "student"
     with pytest.raises(ValueError, match=r"avb_minimal/mod.py: the student version does not compile"):
-        A.build(str(out), source=str(src), manifest=FAKE_TASKS)
+        CB.build(str(out), source=str(src), manifest=FAKE_TASKS)
     assert os.listdir(tmp_path / "dest") == []
 
 
@@ -243,30 +245,30 @@ def test_regions_of_one_task_share_one_description(tmp_path):
                        "    return 2\n    ### END SOLUTION\n")
     with pytest.raises(ValueError, match=r"avb_minimal/mod.py:8: task 1.1 has regions with different "
                                          r"descriptions: 'two' here, 'one' at avb_minimal/mod.py:2"):
-        A.list_regions(str(src), FAKE_TASKS)
+        CT.list_regions(str(src), FAKE_TASKS)
     src = _fake_source(tmp_path / "src2", "def f():\n    ### BEGIN SOLUTION task 1.1: one\n    return 1\n"
                        "    ### END SOLUTION\n")
-    assert len(A.list_regions(str(src), FAKE_TASKS)) == 1
+    assert len(CT.list_regions(str(src), FAKE_TASKS)) == 1
     with pytest.raises(ValueError, match=r"task\(s\) 3.1 of the manifest have no solution region"):
-        A.list_regions(str(src), dict(FAKE_TASKS, **{"3.1": A.TASKS["3.1"]}))
+        CT.list_regions(str(src), dict(FAKE_TASKS, **{"3.1": CT.TASKS["3.1"]}))
 
 
 def test_grade_refuses_what_is_not_a_tree_or_not_a_task(tmp_path):
     with pytest.raises(ValueError, match="is not a student or solution tree"):
-        A.grade(str(tmp_path))
+        CG.grade(str(tmp_path))
     with pytest.raises(ValueError, match=r"unknown task\(s\) 7.7"):
-        A.grade(ROOT, tasks="7.7")
+        CG.grade(ROOT, tasks="7.7")
 
 
 # ------------------------------------------------------------------ the grader's logic
 def test_grade_checks_that_it_imported_the_tree_it_grades(tmp_path):
     tree = tmp_path / "student"
     (tree / "avb_minimal").mkdir(parents=True)
-    A.check_imported_from(str(tree / "avb_minimal" / "__init__.py"), str(tree))
+    CG.check_imported_from(str(tree / "avb_minimal" / "__init__.py"), str(tree))
     with pytest.raises(RuntimeError, match="imported avb_minimal from .*, not from the tree being graded"):
-        A.check_imported_from(os.path.join(ROOT, "avb_minimal", "__init__.py"), str(tree))
+        CG.check_imported_from(os.path.join(ROOT, "avb_minimal", "__init__.py"), str(tree))
     with pytest.raises(RuntimeError, match="never imported avb_minimal"):
-        A.check_imported_from(None, str(tree))
+        CG.check_imported_from(None, str(tree))
 
 
 def _rec(tasks, outcome, nie=None):
@@ -278,7 +280,7 @@ def test_classify_tells_not_implemented_from_blocked_and_failed():
              "c": _rec(["3.1"], "failed", "3.1"), "d": _rec(["3.1"], "failed", "0.1"),
              "e": _rec(["3.2"], "failed", None), "f": _rec(["3.2"], "failed", "0.1"),
              "g": _rec(["4.1"], "skipped"), "h": _rec(["5.1", "2.1"], "failed", "0.3")}
-    c = {t: A.classify(t, tests) for t in ("2.1", "3.1", "3.2", "4.1", "5.1", "5.2")}
+    c = {t: CG.classify(t, tests) for t in ("2.1", "3.1", "3.2", "4.1", "5.1", "5.2")}
     assert c["2.1"]["status"] == "blocked by 0.1, 0.3" and c["2.1"]["blocked_by"] == ["0.1", "0.3"]
     assert (c["2.1"]["passed"], c["2.1"]["failed"], c["2.1"]["total"]) == (1, 2, 3)
     assert c["3.1"]["status"] == "not implemented"
@@ -292,7 +294,7 @@ def test_the_score_table_names_collection_errors_once_per_cause():
     err = 'E   File "/s/avb_minimal/objectives.py", line 9\nE     def oops(:\nE   SyntaxError: invalid syntax'
     g = {"tasks": [row], "points": 0, "max_points": 10,
          "collection_errors": [{"nodeid": f"tests/test_{n}.py", "error": err} for n in "abcd"]}
-    text = A.format_grade(g)
+    text = CG.format_grade(g)
     assert "3.1   the adversary's loss" in text and "error" in text and "0/10" in text
     assert ('collection error in 4 test file(s) (tests/test_a.py, tests/test_b.py, tests/test_c.py, ...): '
             'File "/s/avb_minimal/objectives.py", line 9: SyntaxError: invalid syntax') in text
@@ -301,12 +303,12 @@ def test_the_score_table_names_collection_errors_once_per_cause():
 def test_default_source_is_the_working_directory_for_a_site_packages_install(tmp_path, monkeypatch):
     """`pip install .` puts the package in site-packages, away from its checkout: run from the
     checkout's root, `assignments build` (console script included) still finds it."""
-    site = tmp_path / "site-packages" / "avb_minimal"
+    site = tmp_path / "site-packages" / "avb_minimal" / "course"
     site.mkdir(parents=True)
-    monkeypatch.setattr(A, "__file__", str(site / "assignments.py"))
+    monkeypatch.setattr(CB, "__file__", str(site / "build.py"))
     monkeypatch.chdir(ROOT)
-    assert os.path.samefile(A.default_source(), ROOT)
+    assert os.path.samefile(CB.default_source(), ROOT)
     monkeypatch.chdir(tmp_path)                         # neither is a checkout: the package's parent,
-    assert A.default_source() == str(tmp_path / "site-packages")     # and build says to pass --source
+    assert CB.default_source() == str(tmp_path / "site-packages")     # and build says to pass --source
     with pytest.raises(ValueError, match="pass --source"):
-        A.build(str(tmp_path / "out"))
+        CB.build(str(tmp_path / "out"))

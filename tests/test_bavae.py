@@ -13,9 +13,9 @@ from scipy.special import logsumexp
 from avb_minimal import bavae as BV
 from avb_minimal import models as M
 from avb_minimal.data import four_points
-from avb_minimal.nn import tree_flatten
 from avb_minimal.optim import Adam, adam_init, adam_step
 from avb_minimal.train import TrainConfig
+from avb_minimal.trees import tree_flatten
 
 ARCH = M.Arch(hidden=(8,), adv_hidden=(8,), adv_dim=8, eps_dim=3)
 
@@ -31,8 +31,8 @@ def _setup(rng, B=6, arch=ARCH):
 
 def _by_hand(params, x, eps, zp, u, arch=ARCH):
     """Eq. (6) and (14) written out, as the paper states them (to maximise)."""
-    z = M.implicit_encoder(params["enc"], x, eps, arch)
-    xm = BV.sample_decoder(M.decoder_logits(params["dec"], z, arch), u)
+    z = M.implicit_encoder(params["enc"], x, eps, arch.act)
+    xm = BV.sample_decoder(M.decoder_logits(params["dec"], z, arch.act), u)
     D, Dd = params["adv"], params["adv_dec"]
     eq6 = anp.mean(1 - BV.adversary_D(D, x, z, arch)) - anp.mean(anp.exp(-BV.adversary_D(D, x, zp, arch)))
     eq14 = anp.mean(BV.adversary_D(Dd, x, z, arch)) - anp.mean(anp.exp(BV.adversary_D(Dd, xm, z, arch) - 1))
@@ -80,8 +80,8 @@ def test_decoder_gradient_is_unbiased_score_function():
     g_mc = grad(lambda d: BV.bavae_losses(dict(params, dec=d), x, eps, zp, u, ARCH)[0])(params["dec"])
 
     def exact(d):                                   # -mean_b sum_x' p(x'|z_b) exp(D(x', z_b) - 1)
-        z_all = M.implicit_encoder(params["enc"], x, eps, ARCH)
-        L = M.decoder_logits(d, z_all, ARCH)                                             # (B, 4)
+        z_all = M.implicit_encoder(params["enc"], x, eps, ARCH.act)
+        L = M.decoder_logits(d, z_all, ARCH.act)                                             # (B, 4)
         logp = allx @ L.T - anp.sum(anp.logaddexp(0, L), 1)[None]                       # (16, B)
         Dm = anp.stack([BV.adversary_D(params["adv_dec"], np.repeat(xi[None], len(x), 0), z_all, ARCH)
                         for xi in allx])                                                 # (16, B)
@@ -163,7 +163,7 @@ def test_decoder_adversary_learns_eq_16(trained_adversaries):
 
     def D_star(i, x, z):
         lq = _log_q_z_given_x(z)
-        L = M.decoder_logits(params["dec"], z, arch)
+        L = M.decoder_logits(params["dec"], z, arch.act)
         return 1 + (lq[i] - logsumexp(lq, axis=0)) - np.sum(x * L - np.logaddexp(0, L), 1)
     errs = _errors_per_point(params["adv_dec"], arch, 6, D_star)
     assert max(errs) < 0.45 and np.mean(errs) < 0.3, errs
@@ -225,8 +225,9 @@ def test_game_value_is_minus_elbo_plus_mutual_information(rng):
 
 def test_table1_accepts_bavae_and_names_the_valid_models():
     import argparse
+
     from avb_minimal.__main__ import _table1_models
-    from avb_minimal.experiments import TABLE1_KINDS, table1, table1_settings
+    from avb_minimal.experiments.table1 import TABLE1_KINDS, table1, table1_settings
     assert _table1_models("vae,avb,avb_ac,bavae") == ["vae", "avb", "avb_ac", "bavae"]
     assert "bavae" in TABLE1_KINDS and "bavae" in table1_settings(quick=True)[1]
     assert table1_settings()[1]["bavae"] == table1_settings()[1]["avb"]     # AVB's settings

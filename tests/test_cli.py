@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from avb_minimal.__main__ import main
-from avb_minimal.experiments import step_flops
+from avb_minimal.fast.bench_step import step_flops
 from avb_minimal.models import Arch
 
 
@@ -122,6 +122,7 @@ def test_bad_paths_are_named_before_any_work(argv, needle, tmp_path, capsys, mon
 
 def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path, capsys):
     import io
+
     import numpy as np
     npy, npz = io.BytesIO(), io.BytesIO()
     np.save(npy, np.zeros(3))                             # a .npy renamed .npz

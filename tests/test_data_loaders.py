@@ -7,7 +7,14 @@ import os
 import numpy as np
 import pytest
 
-from avb_minimal.data import (data_dir, dataset_file, load_amat, load_binary, load_idx, load_npz)
+from avb_minimal.data import (
+    data_dir,
+    dataset_file,
+    load_amat,
+    load_binary,
+    load_idx,
+    load_npz,
+)
 
 D = 6
 

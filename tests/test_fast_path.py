@@ -8,10 +8,11 @@ from avb_minimal import models as M
 from avb_minimal import objectives as O
 from avb_minimal import train as T
 from avb_minimal.data import four_points
-from avb_minimal.fast_step import FastAVBStep, supports
-from avb_minimal.nn import elu, elu_, elu_grad_, tree_flatten, tree_map
+from avb_minimal.fast.step import FastAVBStep, supports
+from avb_minimal.nn import elu, elu_, elu_grad_
 from avb_minimal.ops import bernoulli_loglik, bernoulli_loglik_grad, softplus_sigmoid
 from avb_minimal.optim import Adam, adam_init, adam_step, adam_update_
+from avb_minimal.trees import tree_flatten, tree_map
 
 # irregular widths on purpose: every layer of every net has its own shape
 ARCH = M.Arch(x_dim=5, z_dim=3, eps_dim=4, hidden=(7, 6), adv_hidden=(6, 5), adv_dim=4,
@@ -62,7 +63,7 @@ def test_fast_gradients_equal_readable(kind, negatives, M_neg):
 
 
 def _leaves(tree):
-    from avb_minimal.nn import tree_leaves
+    from avb_minimal.trees import tree_leaves
     return tree_leaves(tree)
 
 
@@ -165,8 +166,8 @@ def test_fused_elementwise_forms(rng):
 
 
 def test_bench_sweep_profile_and_plot(tmp_path):
-    from avb_minimal import bench_step as BS
-    from avb_minimal.plots import bench_sweep_figure
+    from avb_minimal.experiments.plots import bench_sweep_figure
+    from avb_minimal.fast import bench_step as BS
     arch = BS.bench_arch(64)
     # the fast path runs less matrix work than autograd's path, and more than the fixed rule
     assert BS.step_flops(arch, 32)[0] < BS.work_flops(arch, 32, "fast") < BS.work_flops(arch, 32, "readable")

@@ -9,7 +9,9 @@ import pytest
 from autograd import grad
 from autograd.test_util import check_grads
 
-from avb_minimal import backend, models as M, nn, ops, train as T
+from avb_minimal import backend, ops, trees
+from avb_minimal import models as M
+from avb_minimal import train as T
 from avb_minimal.data import four_points, sample_batch
 
 cp = backend.cupy_module()
@@ -94,16 +96,16 @@ def test_one_avb_step_on_the_device_matches_numpy(negatives):
     step = T.make_step("avb", arch, cfg)
 
     def on_device(tree):
-        return nn.tree_map(backend.to_device, tree)
+        return trees.tree_map(backend.to_device, tree)
 
     def dev_states(states):
         return {k: {"t": s["t"], "m": on_device(s["m"]), "v": on_device(s["v"])} for k, s in states.items()}
     p_host, _, aux_host = step(params, T.init_states("avb", params), x, noise, z_neg, 1.0)
     p_dev, s_dev, aux_dev = step(on_device(params), dev_states(T.init_states("avb", params)),
                                  backend.to_device(x), backend.to_device(noise), backend.to_device(z_neg), 1.0)
-    for (path, a), (_, b) in zip(nn.tree_leaves(p_dev), nn.tree_leaves(p_host)):
+    for (path, a), (_, b) in zip(trees.tree_leaves(p_dev), trees.tree_leaves(p_host)):
         assert isinstance(a, cp.ndarray), f"{path} left the device"
         assert np.allclose(cp.asnumpy(a), b, rtol=1e-4, atol=1e-5), path
-    assert all(isinstance(a, cp.ndarray) for _, a in nn.tree_leaves(s_dev["adv"]["m"]))
+    assert all(isinstance(a, cp.ndarray) for _, a in trees.tree_leaves(s_dev["adv"]["m"]))
     for k in aux_host:
         assert np.isclose(aux_dev[k], aux_host[k], rtol=1e-4, atol=1e-5), k

@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from avb_minimal import mnist as MN
 from avb_minimal import models as M
 from avb_minimal import train as TR
 from avb_minimal.__main__ import main
 from avb_minimal.checkpoint import read_meta
 from avb_minimal.distributions import kl_diag_normal_std
+from avb_minimal.experiments import mnist as MN
 from avb_minimal.nn import mlp
 from avb_minimal.ops import bernoulli_loglik
 
@@ -31,8 +31,8 @@ def test_adversary_unary_terms_add_up(rng):
     F, G = mlp(adv["f"], x), mlp(adv["g"], z)                                    # (6, H + 1)
     f, r, g, s = F[:, :5], F[:, 5], G[:, :5], G[:, 5]
     fold = 0.5 * np.sum(z ** 2, 1)
-    np.testing.assert_allclose(M.adversary(adv, x, z, arch), np.sum(f * g, 1) + r + s + fold, rtol=1e-12)
-    np.testing.assert_allclose(M.adversary_all_pairs(adv, x, z, arch),
+    np.testing.assert_allclose(M.adversary(adv, x, z, arch.act, arch.adv_unary), np.sum(f * g, 1) + r + s + fold, rtol=1e-12)
+    np.testing.assert_allclose(M.adversary_all_pairs(adv, x, z, arch.act, arch.adv_unary),
                                f @ g.T + r[:, None] + s[None, :] + fold[None, :], rtol=1e-12)
 
 
@@ -60,9 +60,9 @@ def test_vae_elbo_and_reconstruction_by_hand(rng):
     for s in range(0, 7, 3):
         xb = x[s:s + 3]
         eps = M.sample_noise(r2, "vae", arch, 4 * len(xb))
-        mean, log_var = M.gaussian_encoder(p["enc"], xb, arch)
+        mean, log_var = M.gaussian_encoder(p["enc"], xb, arch.act)
         z = np.repeat(mean, 4, 0) + np.exp(0.5 * np.repeat(log_var, 4, 0)) * eps
-        lls.append(bernoulli_loglik(np.repeat(xb, 4, 0), M.decoder_logits(p["dec"], z, arch)).reshape(-1, 4))
+        lls.append(bernoulli_loglik(np.repeat(xb, 4, 0), M.decoder_logits(p["dec"], z, arch.act)).reshape(-1, 4))
         kls.append(kl_diag_normal_std(mean, log_var))
     ll, kl = np.concatenate(lls), np.concatenate(kls)
     np.testing.assert_allclose(out["elbo"], ll.mean(1) - kl, rtol=1e-5)
@@ -89,8 +89,8 @@ def test_bavae_reports_its_encoder_adversarys_estimate_by_hand(rng):
     out = MN.elbo_and_reconstruction(p, "bavae", x, arch, np.random.default_rng(5), n_samples=3)
     r2 = np.random.default_rng(5)
     xr = np.repeat(x, 3, 0)
-    z = M.implicit_encoder(p["enc"], xr, M.sample_noise(r2, "avb", arch, 21), arch)
-    ll = bernoulli_loglik(xr, M.decoder_logits(p["dec"], z, arch))
+    z = M.implicit_encoder(p["enc"], xr, M.sample_noise(r2, "avb", arch, 21), arch.act)
+    ll = bernoulli_loglik(xr, M.decoder_logits(p["dec"], z, arch.act))
     np.testing.assert_allclose(out["elbo_from_T"], (ll + adversary_D(p["adv"], xr, z, arch)).reshape(7, 3).mean(1),
                                rtol=1e-5)
     res = MN.evaluate_mnist(p, "bavae_exact", x, arch, rng, ais_steps=3, ais_chains=2, leapfrog=2, elbo_samples=2)

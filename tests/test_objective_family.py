@@ -15,7 +15,6 @@ from scipy.optimize import minimize
 from scipy.stats import norm
 
 from avb_minimal import objectives as O
-from avb_minimal import related as R
 
 NAMES = ("logistic", "fgan_reverse_kl", "bavae_encoder", "bavae_decoder", "seed003", "seed003_corrected")
 P = np.array([1, 2, 3, 4]) / 10                     # "positive" distribution (q)
@@ -45,7 +44,6 @@ def test_registry_holds_the_family_and_rejects_unknown_names():
         assert name in str(e.value)
     assert "wasserstein" in str(e.value)
     # the earlier public names keep working and are the family's functions
-    assert R.fgan_discriminator_loss is O.fgan_discriminator_loss
     assert O.get_objective("logistic").loss is O.adversary_loss
 
 

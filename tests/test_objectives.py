@@ -8,8 +8,9 @@ from autograd.test_util import check_grads
 from avb_minimal import models as M
 from avb_minimal import objectives as O
 from avb_minimal import ops
-from avb_minimal.distributions import bernoulli_loglik, log_std_normal
-from avb_minimal.nn import tree_flatten
+from avb_minimal.distributions import log_std_normal
+from avb_minimal.ops import bernoulli_loglik
+from avb_minimal.trees import tree_flatten
 
 ARCHS = {"inner": M.Arch(hidden=(6,), adv_hidden=(5,), adv_dim=4, eps_dim=3, n_basis=3,
                          basis_hidden=4, basis_eps_dim=2),
@@ -34,9 +35,9 @@ def test_vae_elbo_is_loglik_minus_kl_at_one_reparameterised_sample(rng):
     params, x, _, _ = _setup(rng, "vae", arch)
     eps = rng.standard_normal((x.shape[0], arch.z_dim))
     elbo = O.vae_elbo(params, x, eps, arch)
-    mean, log_var = M.gaussian_encoder(params["enc"], x, arch)
+    mean, log_var = M.gaussian_encoder(params["enc"], x, arch.act)
     z = mean + np.exp(0.5 * log_var) * eps
-    loglik = ops.bernoulli_loglik_naive(x, M.decoder_logits(params["dec"], z, arch))
+    loglik = ops.bernoulli_loglik_naive(x, M.decoder_logits(params["dec"], z, arch.act))
     kl = 0.5 * np.sum(np.exp(log_var) + mean ** 2 - 1 - log_var, axis=1)
     assert elbo.shape == (x.shape[0],) and np.allclose(elbo, loglik - kl)
     assert np.isclose(O.vae_loss(params, x, eps, arch), -np.mean(loglik - kl))
@@ -103,18 +104,18 @@ def test_one_gradient_gives_algorithm_gradients(rng, kind, adv_name, negatives):
     z_adv = z if kind == "avb" else M.normalise(z, mean, var)
 
     def adv_only(adv):
-        T_pos = M.adversary(adv, x, z_adv, arch)
-        T_neg = (M.adversary_all_pairs(adv, x, z_neg, arch) if negatives == "all_pairs"
-                 else M.adversary(adv, x, z_neg, arch))
+        T_pos = M.adversary(adv, x, z_adv, arch.act)
+        T_neg = (M.adversary_all_pairs(adv, x, z_neg, arch.act) if negatives == "all_pairs"
+                 else M.adversary(adv, x, z_neg, arch.act))
         return O.adversary_loss(T_pos, T_neg)
 
     def gen_only(p):
         zz, _, _ = O.encode(p, kind, x, noise, arch)
-        ll = bernoulli_loglik(x, M.decoder_logits(p["dec"], zz, arch))
+        ll = bernoulli_loglik(x, M.decoder_logits(p["dec"], zz, arch.act))
         if kind == "avb":
-            return -O.generator_objective(M.adversary(params["adv"], x, zz, arch), ll)
+            return -O.generator_objective(M.adversary(params["adv"], x, zz, arch.act), ll)
         zb = (zz - mean) / np.sqrt(var + M.AC_VAR_FLOOR)
-        return -O.ac_generator_objective(M.adversary(params["adv"], x, zb, arch), zb, ll, log_std_normal(zz))
+        return -O.ac_generator_objective(M.adversary(params["adv"], x, zb, arch.act), zb, ll, log_std_normal(zz))
 
     g_adv = grad(adv_only)(params["adv"])
     g_gen = grad(gen_only)({"enc": params["enc"], "dec": params["dec"]})
@@ -143,7 +144,7 @@ def test_noise_basis_moments_match_sampled_moments(rng):
     params = M.init_params(rng, "avb_ac", arch, np.float64)
     n = 100000
     x = np.repeat(np.eye(4)[[2]], n, axis=0)
-    z, mean, var = M.noise_basis_encoder(params["enc"], x, M.sample_noise(rng, "avb_ac", arch, n, np.float64), arch)
+    z, mean, var = M.noise_basis_encoder(params["enc"], x, M.sample_noise(rng, "avb_ac", arch, n, np.float64), arch.act)
     assert np.allclose(mean[0], z.mean(0), atol=1e-10)   # same samples: exact identity
     assert np.allclose(var[0], z.var(0), rtol=0.05)      # independent bases: Var z = sum a^2 Var v
 

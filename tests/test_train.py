@@ -6,7 +6,7 @@ from avb_minimal import models as M
 from avb_minimal import train as T
 from avb_minimal.checkpoint import load_checkpoint, save_checkpoint
 from avb_minimal.data import four_points
-from avb_minimal.nn import tree_flatten
+from avb_minimal.trees import tree_flatten
 
 ARCH = M.Arch(hidden=(16, 16), adv_hidden=(16,), adv_dim=8, eps_dim=4, n_basis=4, basis_hidden=8)
 

@@ -33,10 +33,11 @@ import math
 
 import numpy as np
 
-from . import models as M
-from .nn import elu_, elu_grad_, tree_flatten
-from .ops import bernoulli_loglik_grad, rowdot, softplus_sigmoid
-from .optim import Adam, adam_update_, flatten_to_vector, vector_to_tree
+from .. import models as M
+from ..nn import elu_, elu_grad_
+from ..ops import bernoulli_loglik_grad, rowdot, softplus_sigmoid
+from ..optim import Adam, adam_update_, flatten_to_vector, vector_to_tree
+from ..trees import tree_flatten
 
 
 def supports(kind, arch):

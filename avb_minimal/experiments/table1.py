@@ -5,16 +5,15 @@
 - `bench_step` (from bench_step.py): the cost of one AVB training step (Algorithm 1)
   against this machine's float32 matrix-product rate.
 """
-import json
 import os
 
 import numpy as np
 
-from . import bavae as BV
-from . import evaluate as E
-from . import models as M
-from .data import four_points
-from .train import TrainConfig, train
+from .. import bavae as BV
+from .. import evaluate as E
+from .. import models as M
+from ..data import four_points
+from ..train import TrainConfig, train
 
 # Table 1 of the paper (seed 001): log-likelihood, reconstruction error, ELBO, KL(q(z), p(z)).
 PAPER_TABLE1 = {
@@ -146,18 +145,3 @@ def table1_json(results):
     for k, s in results["models"].items():
         out[k] = {key: v for key, v in s.items() if not key.startswith("_")}
     return out
-
-
-# ------------------------------------------------------------------ bench step
-# The step benchmark lives in bench_step.py; these names stay importable from here.
-from .bench_step import bench_step, sgemm_gflops, step_flops  # noqa: E402,F401
-
-
-def write_json(path, obj):
-    """Write JSON atomically (temporary file, then rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2, default=float)
-    os.replace(tmp, path)

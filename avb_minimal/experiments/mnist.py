@@ -18,12 +18,23 @@ by the exact reconstruction term); its decoder is evaluated by the same AIS.
 
 Nothing here knows of a test split: every function takes the arrays it is given.
 """
+import json
 import os
+import sys
+import time
 
 import numpy as np
 
-from . import models as M
-from .train import TrainConfig, train
+from .. import bavae as BV
+from .. import models as M
+from ..ais import ais_log_likelihood
+from ..bavae import adversary_D, game_diagnostics, load_bavae, reconstruction_of
+from ..checkpoint import read_meta, write_json
+from ..data import data_dir, dataset_file, load_binary
+from ..distributions import kl_diag_normal_std, log_std_normal
+from ..ops import bernoulli_loglik
+from ..train import TrainConfig, load_params, train
+from .plots import bavae_training_figure, mnist_figure
 
 X_DIM = 784
 BAVAE_KINDS = ("bavae", "bavae_exact")
@@ -73,13 +84,23 @@ def train_mnist(kind, train_x, out_dir, latent=8, quick=False, seed=0, quiet=Tru
     """Train (or resume) one model; its checkpoint is OUT_DIR/<kind>_z<latent>[_quick].npz.
     Returns (params, info) as `train.train`."""
     if check_mnist_kind(kind) in BAVAE_KINDS:
-        from .bavae import reconstruction_of, train_bavae_mnist
-        return train_bavae_mnist(train_x, out_dir, latent, quick, seed, quiet, reconstruction_of(kind))
+        return train_bavae_mnist(train_x, out_dir, latent, quick, seed, quiet, BV.reconstruction_of(kind))
     arch, cfg = mnist_arch(latent, quick), mnist_configs(quick)[kind]
     os.makedirs(out_dir, exist_ok=True)
     ckpt = checkpoint_path(out_dir, kind, latent, quick)
     return train(kind, train_x, arch, cfg, seed=seed, checkpoint=ckpt, quiet=quiet,
                  desc=f"mnist {kind}")
+
+
+def train_bavae_mnist(train_x, out_dir, latent=8, quick=False, seed=0, quiet=True, reconstruction="adversary"):
+    """A Biadversarial VAE on binarized MNIST with the AVB model's architecture and settings
+    (`mnist.mnist_arch`, `mnist.mnist_configs()['avb']`); checkpoint
+    OUT_DIR/<mnist_name>_z<latent>[_quick].npz (resumed if present).  Returns (params, info)."""
+    arch, cfg = mnist_arch(latent, quick), mnist_configs(quick)["avb"]
+    os.makedirs(out_dir, exist_ok=True)
+    name = BV.mnist_name(reconstruction)
+    return BV.train_bavae(train_x, arch, cfg, seed=seed, checkpoint=checkpoint_path(out_dir, name, latent, quick),
+                       quiet=quiet, desc=f"mnist {name}", reconstruction=reconstruction)
 
 
 def checkpoint_path(out_dir, kind, latent=8, quick=False):
@@ -108,8 +129,6 @@ def elbo_and_reconstruction(params, kind, x, arch, rng, n_samples=10, chunk=256)
     - reconstruction: -E_q log p(x|z), nats per image; pixel_error: the fraction of pixels
       where the decoder's most likely value (logit > 0) differs from x, for z ~ q(z|x).
     Returns a dict of (N,) arrays."""
-    from .distributions import kl_diag_normal_std, log_std_normal
-    from .ops import bernoulli_loglik
     bavae, kind = kind in BAVAE_KINDS, base_kind(kind)
     x = np.asarray(x, np.float32)
     out = {k: [] for k in ("elbo" if kind == "vae" else "elbo_from_T", "reconstruction", "pixel_error")}
@@ -120,26 +139,25 @@ def elbo_and_reconstruction(params, kind, x, arch, rng, n_samples=10, chunk=256)
         xr = np.repeat(xb, K, axis=0)                                             # (B K, D)
         noise = M.sample_noise(rng, kind, arch, B * K)
         if kind == "vae":
-            mean, log_var = M.gaussian_encoder(params["enc"], xb, arch)             # (B, dz)
+            mean, log_var = M.gaussian_encoder(params["enc"], xb, arch.act)             # (B, dz)
             z = np.repeat(mean, K, 0) + np.exp(0.5 * np.repeat(log_var, K, 0)) * noise
         elif kind == "avb":
-            z = M.implicit_encoder(params["enc"], xr, noise, arch)
+            z = M.implicit_encoder(params["enc"], xr, noise, arch.act)
         else:
-            z, zm, zv = M.noise_basis_encoder(params["enc"], xr, noise, arch)
-        logits = M.decoder_logits(params["dec"], z, arch)                          # (B K, D)
+            z, zm, zv = M.noise_basis_encoder(params["enc"], xr, noise, arch.act)
+        logits = M.decoder_logits(params["dec"], z, arch.act)                          # (B K, D)
         ll = np.asarray(bernoulli_loglik(xr, logits), np.float64).reshape(B, K)
         if kind == "vae":
             elbo = ll.mean(1) - np.asarray(kl_diag_normal_std(mean, log_var), np.float64)
         elif bavae:
-            from .bavae import adversary_D
             D = np.asarray(adversary_D(params["adv"], xr, z, arch), np.float64).reshape(B, K)
             elbo = (ll + D).mean(1)                                                # eq. (8): D* = -T*
         elif kind == "avb":
-            T = np.asarray(M.adversary(params["adv"], xr, z, arch), np.float64).reshape(B, K)
+            T = np.asarray(M.adversary(params["adv"], xr, z, arch.act, arch.adv_unary), np.float64).reshape(B, K)
             elbo = (ll - T).mean(1)                                                # eq. (3.5) with T
         else:
             zb = M.normalise(z, zm, zv)
-            T = M.adversary(params["adv"], xr, zb, arch)
+            T = M.adversary(params["adv"], xr, zb, arch.act, arch.adv_unary)
             elbo = np.asarray(ll.ravel() - T - M.log_r_alpha(zb, zv) + log_std_normal(z),
                               np.float64).reshape(B, K).mean(1)
         out["elbo" if kind == "vae" else "elbo_from_T"].append(elbo)
@@ -153,8 +171,6 @@ def evaluate_mnist(params, kind, x, arch, rng, ais_steps=1000, ais_chains=5, lea
                    elbo_samples=10, quiet=True):
     """AIS log-likelihood, ELBO (exact for the VAE, T-based for AVB: see
     `elbo_and_reconstruction`) and reconstruction on the rows of x.  -> dict of floats."""
-    import time
-    from .ais import ais_log_likelihood
     t0 = time.perf_counter()
     er = elbo_and_reconstruction(params, kind, x, arch, rng, elbo_samples)
     t_elbo = time.perf_counter() - t0
@@ -191,8 +207,6 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
     json_path (if given) and the figures (samples and reconstructions; the BAVAE's training
     logs) into out_dir.  A JSON written before with the same settings keeps its other models'
     rows (and they are drawn too); one with other settings is moved aside, not overwritten."""
-    from .data import data_dir, dataset_file, load_binary
-    from .experiments import write_json
     folder = data_dir(data)
     train_file, eval_file = dataset_file(folder, "train"), dataset_file(folder, split)
     ev = eval_settings(quick)
@@ -215,7 +229,6 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
            "paper_table2_8d": PAPER_TABLE2_8D}
     done, moved = _previous_results(json_path, res["settings"])
     if moved:                              # said even with quiet: it is about the user's file
-        import sys
         print(f"{json_path} held results for other settings: moved to {moved}", file=sys.stderr, flush=True)
     models, histories = {}, {}
     for k in MNIST_KINDS:                  # other models' results in the same JSON are kept
@@ -248,18 +261,15 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
             write_json(json_path, res)
     for k in kinds:                        # where each BAVAE's game stands (cheap, always recomputed)
         if k in BAVAE_KINDS:
-            from .bavae import game_diagnostics, reconstruction_of
             res[k]["game_diagnostics"] = game_diagnostics(
                 models[k], x_train, arch, np.random.default_rng(20_000 + seed), cfgs[k].negatives,
                 reconstruction=reconstruction_of(k))
     order = [k for k in MNIST_KINDS if k in models]          # the table's rows, in the table's order
     if figure and any(k in BAVAE_KINDS for k in order):
-        from .plots import bavae_training_figure
         res["figure_bavae_training"] = bavae_training_figure(
             {k: histories[k] for k in order if k in BAVAE_KINDS},
             os.path.join(out_dir, f"bavae_training_z{latent}{'_quick' if quick else ''}.png"))
     if figure:
-        from .plots import mnist_figure
         res["figure"] = mnist_figure({k: models[k] for k in order}, x_eval, arch,
                                      os.path.join(out_dir, f"mnist_z{latent}{'_quick' if quick else ''}.png"),
                                      seed=seed, stats={k: f"AIS log p(x) = {res[k]['ais_log_likelihood']:.1f}"
@@ -275,7 +285,6 @@ def _previous_results(json_path, settings):
     interrupted or split evaluation resumes and a run of other models adds to the table.
     A JSON with model rows for other settings is renamed to <name>.previous-N.json (moved:
     its new path), so that no evaluation is lost."""
-    import json
     if not json_path or not os.path.exists(json_path):
         return {}, None
     try:
@@ -301,12 +310,9 @@ def _previous_results(json_path, settings):
 
 def load_mnist_model(kind, path, arch):
     """(params, training history) of a model from its checkpoint."""
-    from .checkpoint import read_meta
     if check_mnist_kind(kind) in BAVAE_KINDS:
-        from .bavae import load_bavae
         params = load_bavae(path, arch)
     else:
-        from .train import load_params
         params = load_params(path, kind, arch)
     return params, read_meta(path)["history"]
 

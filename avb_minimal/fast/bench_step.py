@@ -10,15 +10,23 @@
   process *between* the steps, so that load from other jobs affects both alike.
 - `bench_sweep`: batch x width grid; `profile_step`: where the time goes.
 """
+import cProfile
+import io
 import os
+import pstats
 import time
 
 import numpy as np
 
-from . import models as M
-from .data import four_points, sample_batch
-from .nn import elu_, elu_grad_, tree_flatten
-from .train import TrainConfig, init_states, make_step, use_fast_step
+from .. import evaluate as E
+from .. import models as M
+from ..data import four_points, sample_batch
+from ..experiments.plots import bench_sweep_figure
+from ..experiments.table1 import table1_settings
+from ..nn import elu, elu_, elu_grad_
+from ..optim import Adam, adam_init, adam_step, adam_update_, flatten_to_vector
+from ..train import TrainConfig, init_states, make_step, train, use_fast_step
+from ..trees import tree_flatten
 
 SWEEP_BATCHES = (64, 512, 4096)
 SWEEP_WIDTHS = (128, 512, 1024)
@@ -229,7 +237,6 @@ def _elu_shapes(arch, batch, path):
 def _elu_fn(shapes, fast):
     """ELU forward and backward at the step's hidden-layer shapes: in place (fast path) or
     allocating, as the autograd primitive and its VJP do (readable path)."""
-    from .nn import _elu_vjp, elu
     rng = np.random.default_rng(0)
     arrs = [rng.standard_normal(s, np.float32) for s in shapes]
     work = [(a.copy(), a.copy(), np.empty_like(a)) for a in arrs]
@@ -240,13 +247,12 @@ def _elu_fn(shapes, fast):
                 elu_(h, t)
                 elu_grad_(d, h, t)
             else:
-                _elu_vjp(elu(a), a)(a)
+                elu_grad_(a.copy(), elu(a), np.empty_like(a))   # a fresh array each, as autograd's VJP
     return run
 
 
 def _adam_fn(params, fast):
     """Both players' Adam updates: in place over flat buffers, or the pure pytree form."""
-    from .optim import Adam, adam_init, adam_step, adam_update_, flatten_to_vector
     cfg, calls = Adam(), []
     for tree in ({"enc": params["enc"], "dec": params["dec"]}, params["adv"]):
         st = adam_init(tree)
@@ -269,9 +275,6 @@ def profile_step(batch=512, width=512, steps=15, step="auto", top=12):
     and VJP bookkeeping, allocation, the other elementwise work); every part is timed in turn
     with the step itself (round robin, medians), so that load from other jobs hits all alike.
     Plus cProfile's top entries."""
-    import cProfile
-    import io
-    import pstats
     arch, params, states, fn, batches = _setup(batch, width, "pairs", 0, step)
     path = "fast" if type(fn).__name__ == "FastAVBStep" else "readable"
     products = step_products(arch, batch, path)
@@ -321,7 +324,6 @@ def format_profile(p):
 def sweep_figure(sweeps, path, key="fraction_of_peak"):
     """Grouped bars of fraction_of_peak (or `key`, e.g. 'fraction_of_peak_cpu') per
     (batch, width) cell, one bar per sweep.  sweeps: {label: bench_sweep result}."""
-    from .plots import bench_sweep_figure
     return bench_sweep_figure(sweeps, path, key=key)
 
 
@@ -336,9 +338,6 @@ def time_to_result(kind="avb_ac", seed=0, step="auto", target=-1.40, every=500, 
     (integration over the 2-d latent, 400 x 400 grid, as `train --curve-every`) first reaches
     `target`, checked every `every` iterations.  The run stops there; its learning-rate schedule
     is that of the full run.  -> dict with seconds (None if never reached), iteration, curve."""
-    from . import evaluate as E
-    from .experiments import table1_settings
-    from .train import train
     arch, cfgs, _ = table1_settings()
     cfg = TrainConfig(**dict(cfgs[kind].__dict__, step=step, log_every=every,
                              iters=iters or cfgs[kind].iters))

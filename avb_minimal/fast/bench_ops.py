@@ -13,11 +13,12 @@ Naive all-pairs (einsum's own loop, no BLAS) at the largest sizes would take ten
 seconds a call: where B*M*H > 2^28 it is timed on the first rows of F only and scaled
 by B / rows (its cost is linear in B), and the entry says `naive_rows_timed`.
 """
+import platform
 import time
 
 import numpy as np
 
-from . import backend, ops
+from .. import backend, ops
 
 BATCH_SIZES = (64, 512, 4096)
 WIDTHS = (64, 512, 1024)
@@ -133,7 +134,6 @@ def bench_ops(batch_sizes=BATCH_SIZES, widths=WIDTHS, min_time=0.05, seed=0):
 
 def _device_name(xp):
     if xp is np:
-        import platform
         return f"CPU ({platform.processor() or platform.machine()}), NumPy {np.__version__}"
     props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
     name = props["name"]

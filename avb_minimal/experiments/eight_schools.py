@@ -1,6 +1,6 @@
 """The Eight Schools experiment of sec. 5.1 (Figures 3 and 4) as a function returning numbers.
 
-1. Ground truth: HMC (`vi.hmc`), many chains, split R-hat / ESS / divergences reported.
+1. Ground truth: HMC (`mcmc.hmc`), many chains, split R-hat / ESS / divergences reported.
 2. AVB with adaptive contrast (`vi.fit_avb`), mean-field and full-rank Gaussian VB
    (`vi.fit_gaussian_vb`), each for several seeds.
 3. Each method is scored by its KL to the HMC samples, KL(q || p_HMC), with the
@@ -16,10 +16,12 @@ import os
 import time
 
 import numpy as np
+from scipy.stats import gaussian_kde
 
-from . import targets as TG
-from . import vi
-from .experiments import write_json
+from .. import mcmc, vi
+from .. import targets as TG
+from ..checkpoint import write_json
+from .plots import plt  # pyplot on the Agg backend, set up once in plots
 
 METHODS = ("avb", "meanfield", "fullrank")
 TITLES = {"avb": "AVB (adaptive contrast)", "meanfield": "VB (mean-field)",
@@ -63,11 +65,11 @@ def _settings_json(s):
 
 # ------------------------------------------------------------------ steps
 def hmc_ground_truth(target, settings, seed=0, quiet=True):
-    """Run HMC from overdispersed starting points (N(0, 2^2 I)).  Returns the vi.hmc dict
+    """Run HMC from overdispersed starting points (N(0, 2^2 I)).  Returns the mcmc.hmc dict
     (samples (C, S, d) included)."""
     h = settings["hmc"]
     init = 2.0 * np.random.default_rng(10_000 + seed).standard_normal((h["chains"], target.dim))
-    return vi.hmc(target, init, n_samples=h["n_samples"], n_warmup=h["n_warmup"],
+    return mcmc.hmc(target, init, n_samples=h["n_samples"], n_warmup=h["n_warmup"],
                   n_leapfrog=h["n_leapfrog"], target_accept=h["target_accept"], seed=seed,
                   quiet=quiet, desc="hmc")
 
@@ -268,15 +270,7 @@ def _short(d):
 
 
 # ------------------------------------------------------------------ figures
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def _save(fig, path):
-    plt = _plt()
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))
@@ -291,7 +285,6 @@ COLORS = {"avb": "#d62728", "meanfield": "#1f77b4", "fullrank": "#2ca02c", "hmc"
 
 def kl_curve_figure(kl, path, floor=None):
     """Figure 3: KL(q || HMC) over training iterations, per method (thin: seeds; thick: mean)."""
-    plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for m, k in kl.items():
         it = k["curve"]["iteration"]
@@ -313,7 +306,6 @@ def kl_curve_figure(kl, path, floor=None):
 
 def _density(ax, x, y, box, cmap, n=90):
     """Kernel density estimate (Gaussian, Scott's rule, as in the authors' notebook) on a grid."""
-    from scipy.stats import gaussian_kde
     xx, yy = np.mgrid[box[0]:box[1]:n * 1j, box[2]:box[3]:n * 1j]
     kde = gaussian_kde(np.vstack([x, y]))
     f = kde(np.vstack([xx.ravel(), yy.ravel()])).reshape(n, n)
@@ -323,7 +315,6 @@ def _density(ax, x, y, box, cmap, n=90):
 def marginals_figure(samples, path, stats=None, n_kde=3000):
     """Figure 4: the (mu, tau) and (tau, eta_1) marginals (kernel density estimates) of each
     method (rows) with HMC in the last row.  samples: {method: (n, 10)}."""
-    plt = _plt()
     rows = [m for m in list(METHODS) + ["hmc"] if m in samples]
     fig, axes = plt.subplots(len(rows), 2, figsize=(7.6, 3.1 * len(rows)), squeeze=False)
     boxes = [(-0.5, 2.0, -2.5, 2.5), (-2.5, 2.5, -5.0, 5.0)]

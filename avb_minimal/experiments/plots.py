@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.special import expit  # noqa: E402  (a sigmoid that does not overflow)
 
-from . import evaluate as E  # noqa: E402
-from . import models as M  # noqa: E402
+from .. import evaluate as E  # noqa: E402
+from .. import models as M  # noqa: E402
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"]
 TITLES = {"vae": "VAE (Gaussian encoder)", "avb": "AVB", "avb_ac": "AVB + adaptive contrast",
@@ -147,11 +147,11 @@ def mnist_figure(models, x, arch, path, n_samples=36, n_recon=12, seed=0, stats=
                              gridspec_kw={"width_ratios": [1, 2.2]})
     for row, kind in zip(axes, kinds):
         params = models[kind]
-        samples = expit(np.asarray(M.decoder_logits(params["dec"], z_prior, arch)))
+        samples = expit(np.asarray(M.decoder_logits(params["dec"], z_prior, arch.act)))
         row[0].imshow(_mosaic(samples, k, k, side), cmap="gray", vmin=0, vmax=1)
         row[0].set_title(f"{TITLES.get(kind, kind)}: samples (mean images)", fontsize=9)
         z = E.sample_posterior(params, kind, xs, arch, np.random.default_rng(seed + 1), 1)[:, 0]
-        recon = expit(np.asarray(M.decoder_logits(params["dec"], z, arch)))
+        recon = expit(np.asarray(M.decoder_logits(params["dec"], z, arch.act)))
         cols = int(np.ceil(n_recon / 2))
         strip = np.concatenate([_mosaic(xs[:cols], 1, cols, side), _mosaic(recon[:cols], 1, cols, side),
                                 _mosaic(xs[cols:], 1, cols, side), _mosaic(recon[cols:], 1, cols, side)])

@@ -1,0 +1,252 @@
+"""The student tree: the library with the chosen tasks' solution regions blanked, a
+handout per task, and a short README of its own.
+
+    python -m avb_minimal assignments build OUT [--tasks 3.1,3.2]
+"""
+import json
+import os
+import shutil
+import tempfile
+import textwrap
+
+from .tasks import (
+    COPY_IGNORE,
+    LOOSE_MARKER,
+    MARKER,
+    STUDENT_DIRS,
+    STUDENT_DROP,
+    STUDENT_FILES,
+    TASKS,
+    TREE_TASKS,
+    handout_name,
+    lines_text,
+    list_regions,
+    marker_name,
+    parse_tasks,
+    tests_by_task,
+)
+
+
+def default_source():
+    """The source checkout: the one this package was imported from (an editable install or a
+    run from the repository root), else the working directory if it is one (a `pip install .`
+    puts the package in site-packages, away from its checkout), else the package's parent
+    (and `_check_source` then says what is missing and to pass --source)."""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # course/ -> avb_minimal/ -> root
+    for root in (here, os.getcwd()):
+        if _is_checkout(root):
+            return root
+    return here
+
+
+def _is_checkout(root):
+    return (all(os.path.isdir(os.path.join(root, d)) for d in STUDENT_DIRS)
+            and all(os.path.isfile(os.path.join(root, f)) for f in ("setup.py", "README.md")))
+
+
+def _check_source(root):
+    need = [d + "/" for d in STUDENT_DIRS if not os.path.isdir(os.path.join(root, d))]
+    need += [f for f in ("setup.py", "README.md") if not os.path.isfile(os.path.join(root, f))]
+    if need:
+        raise ValueError(f"building a student tree needs a source checkout; {root!r} lacks "
+                         f"{', '.join(need)} (pass --source DIR)")
+
+
+def _check_out(out, root):
+    out_abs = os.path.realpath(out)
+    if os.path.exists(out_abs):
+        if not os.path.isdir(out_abs):
+            raise ValueError(f"output {out!r} exists and is not a folder")
+        if os.listdir(out_abs):
+            raise ValueError(f"output folder {out!r} exists and is not empty; remove it or choose another")
+    src = os.path.realpath(root)
+    if out_abs == src or out_abs.startswith(src + os.sep):
+        raise ValueError(f"output {out!r} lies inside the source tree {src}; a student tree is generated, "
+                         f"never committed: build it outside the checkout")
+    return out_abs
+
+
+def blank(text, regions, chosen, tasks=TASKS):
+    """The student version of one file: chosen regions -> one `raise NotImplementedError`,
+    the other regions' marker lines dropped.  -> (text, {task: line of its stub})."""
+    lines = text.splitlines(keepends=True)
+    by_begin = {r.begin: r for r in regions}
+    out, stubs, i = [], {}, 0
+    while i < len(lines):
+        r = by_begin.get(i + 1)
+        if r is None:
+            out.append(lines[i])
+            i += 1
+            continue
+        if r.task in chosen:
+            out.append(f"{r.indent}raise NotImplementedError({r.message(tasks)!r})\n")
+            stubs.setdefault(r.task, []).append(len(out))
+        else:
+            out.extend(lines[r.begin:r.end - 1])
+        i = r.end
+    return "".join(out), stubs
+
+
+def build(out, tasks=None, source=None, manifest=TASKS):
+    """Write the student tree for `tasks` (ids; None: all) from the checkout `source`
+    into `out`, which must not exist or be empty.  Everything is written into a
+    temporary sibling folder and renamed at the end: on any error nothing is left.
+    Returns a summary dict."""
+    root = os.path.realpath(source or default_source())
+    chosen = parse_tasks(tasks, manifest)
+    _check_source(root)
+    regions = list_regions(root, manifest)
+    out_abs = _check_out(out, root)
+    parent = os.path.dirname(out_abs)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_abs)}.partial-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)                 # mkdtemp makes it private (0700)
+    try:
+        for d in STUDENT_DIRS:
+            shutil.copytree(os.path.join(root, d), os.path.join(tmp, d), ignore=COPY_IGNORE)
+        for f in STUDENT_FILES:
+            if os.path.isfile(os.path.join(root, f)):
+                shutil.copy2(os.path.join(root, f), os.path.join(tmp, f))
+        for f in STUDENT_DROP:
+            if os.path.exists(os.path.join(tmp, f)):
+                os.remove(os.path.join(tmp, f))
+        stubs = {}
+        for path in sorted({r.path for r in regions}):
+            with open(os.path.join(root, path), encoding="utf-8") as fh:
+                text, where = blank(fh.read(), [r for r in regions if r.path == path], chosen, manifest)
+            try:
+                compile(text, path, "exec")
+            except SyntaxError as e:
+                raise ValueError(f"{path}: the student version does not compile ({e.msg}, line {e.lineno}); "
+                                 f"check the solution markers around it") from None
+            with open(os.path.join(tmp, path), "w", encoding="utf-8") as fh:
+                fh.write(text)
+            for t, lines in where.items():
+                stubs.setdefault(t, []).extend((path, n) for n in lines)
+        _check_no_markers(tmp)
+        tests = tests_by_task(os.path.join(tmp, "tests"))
+        os.makedirs(os.path.join(tmp, "handouts"))
+        for t in chosen:
+            regs = [r for r in regions if r.task == t]
+            with open(os.path.join(tmp, "handouts", handout_name(t)), "w", encoding="utf-8") as fh:
+                fh.write(handout(t, regs, stubs[t], tests.get(t, []), chosen, manifest))
+        with open(os.path.join(tmp, "STUDENT.md"), "w", encoding="utf-8") as fh:
+            fh.write(student_readme(chosen, regions, manifest))
+        with open(os.path.join(tmp, TREE_TASKS), "w", encoding="utf-8") as fh:
+            json.dump({"tasks": chosen, "points": {t: manifest[t]["points"] for t in chosen}}, fh, indent=1)
+        if os.path.isdir(out_abs):
+            os.rmdir(out_abs)                     # empty (checked above)
+        os.rename(tmp, out_abs)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"out": out_abs, "tasks": chosen, "files": sorted({r.path for r in regions if r.task in chosen}),
+            "handouts": [os.path.join(out_abs, "handouts", handout_name(t)) for t in chosen]}
+
+
+def _check_no_markers(tree):
+    for dirpath, _, filenames in os.walk(tree):
+        for fn in filenames:
+            if fn.endswith(".py"):
+                full = os.path.join(dirpath, fn)
+                with open(full, encoding="utf-8") as fh:
+                    for i, line in enumerate(fh, 1):
+                        if MARKER.match(line) or LOOSE_MARKER.match(line):
+                            raise ValueError(f"{os.path.relpath(full, tree)}:{i}: a solution marker "
+                                             f"would reach the student tree")
+
+
+def _prereq_text(t, chosen, manifest):
+    pre = manifest[t]["prerequisites"]
+    if not pre:
+        return "none: this task's tests exercise it alone."
+    items = [f"task {p} ({manifest[p]['title']}{'' if p in chosen else ', given in this copy'})" for p in pre]
+    todo = [p for p in pre if p in chosen]
+    text = "Some tests of this task also run " + "; ".join(items) + ".  "
+    if todo:
+        return text + (f"Until task(s) {', '.join(todo)} are done, those tests stop at their "
+                       f"NotImplementedError and the grader reports this task as 'blocked by' them.")
+    return text + "They come with their solutions in this copy."
+
+
+def handout(t, regions, stubs, tests, chosen, manifest=TASKS):
+    """The Markdown handout of task t."""
+    m = manifest[t]
+    where = "\n".join(f"- `{r.function}` in `{p}` (line {n}; the model solution: {lines_text(r.n_lines)} of code)"
+                      for r, (p, n) in zip(regions, stubs))
+    test_list = "\n".join(f"- `{n}`" for n in tests) or "- (none found)"
+    return f"""# Task {t}: {m['title']}  ({m['points']} points)
+
+## What to implement
+
+{where}
+
+{textwrap.fill(m['what'], 88)}
+
+Each place above raises `NotImplementedError("Task {t}: ...")` until you replace that line
+with your code.  Keep the docstring's shapes and conventions: the rest of the library and
+the chapters call these functions.
+
+## Equations
+
+{textwrap.indent(chr(10).join(m['equations']), '    ')}
+
+## Read first
+
+- `{m['chapter']}` (run it with `--quick` once your code is in)
+- the paper (Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017): {m['paper']}
+
+## Prerequisites
+
+{textwrap.fill(_prereq_text(t, chosen, manifest), 88)}
+
+## Check your work
+
+    python -m pytest -q -m {marker_name(t)} tests
+    python -m avb_minimal assignments grade . --tasks {t}
+
+The tests of this task:
+
+{test_list}
+"""
+
+
+def student_readme(chosen, regions, manifest=TASKS):
+    rows = "\n".join(
+        f"| {t} | {manifest[t]['title']} | "
+        f"{', '.join(sorted({f'`{r.path}`' for r in regions if r.task == t}))} | "
+        f"[handouts/{handout_name(t)}](handouts/{handout_name(t)}) | {manifest[t]['points']} |"
+        for t in chosen)
+    first = chosen[0]
+    commands = "\n".join(f"    {c:<46} # {h}" for c, h in (
+        (f"python -m pytest -q -m {marker_name(first)} tests", f"the tests of task {first}"),
+        ("python -m avb_minimal assignments grade .", "the tasks of this copy: a score table"),
+        (f"python {manifest[first]['chapter']} --quick", "a chapter, once its tasks are done")))
+    given = [t for t in manifest if t not in chosen]
+    given_txt = (f"\nThe other tasks ({', '.join(given)}) come with their solutions in this copy.\n"
+                 if given else "")
+    return f"""# avb-minimal: course assignments
+
+This is a student copy of avb-minimal.  The functions of the tasks below raise
+`NotImplementedError("Task X.Y: ...")` until you write them; each task has a handout.
+{given_txt}
+| task | what | file(s) | handout | points |
+|---|---|---|---|---|
+{rows}
+
+## Set up
+
+    python -m venv .venv && . .venv/bin/activate
+    pip install -e ".[test]"        # editable: the chapters and the CLI then run *your* code
+
+## Check one task, grade them all
+
+{commands}
+
+A task whose own code is done but whose tests still stop in another task's
+`NotImplementedError` is reported as "blocked by" that task (its handout lists its
+prerequisites).  The tests without a task marker (chapters, training, the command
+line) pass once every task is done.
+"""
