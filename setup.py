@@ -19,6 +19,7 @@ setup(
     package_data={"avb_minimal.kernels": ["*.cu", "*.cuh", "*.h"]},
     python_requires=">=3.9",
     install_requires=["numpy>=1.24", "autograd>=1.6", "matplotlib>=3.5", "scipy>=1.9"],
-    extras_require={"gpu": ["cupy-cuda12x>=13"], "test": ["pytest>=7"]},
+    # the GPU path: cupy built for the machine's CUDA major version (nvidia-smi prints it)
+    extras_require={"cuda13": ["cupy-cuda13x>=13"], "cuda12": ["cupy-cuda12x>=13"], "test": ["pytest>=7"]},
     entry_points={"console_scripts": ["avb-minimal=avb_minimal.__main__:main"]},
 )

@@ -1,4 +1,8 @@
-"""Command line: python -m avb_minimal {reproduce,bench,train,assignments} ...  (also `avb-minimal`)."""
+"""Command line: python -m avb_minimal {reproduce,bench,train,assignments} ...  (also `avb-minimal`).
+
+Longer than 400 lines because every command's flags and their help live here, each command
+in one small function; the work itself is in the modules the commands import.
+"""
 import argparse
 import json
 import os
@@ -46,6 +50,12 @@ def _table1_models(s):
     return _kinds_list(s, TABLE1_KINDS)
 
 
+def _device_flag(p, default="cpu"):
+    p.add_argument("--device", choices=("cpu", "gpu"), default=default,
+                   help="where the arrays live: cpu (NumPy) or gpu (CuPy and the CUDA kernels; needs cupy-cuda13x "
+                        "or cupy-cuda12x and an NVIDIA GPU)" + (" (default gpu)" if default == "gpu" else ""))
+
+
 def _add_reproduce(sub):
     """`reproduce table1|eight-schools|mnist`: the paper's experiments."""
     rep = sub.add_parser("reproduce", help="reproduce an experiment of the paper")
@@ -60,6 +70,7 @@ def _add_reproduce(sub):
                     help="small nets, few iterations (< 1 minute); its checkpoints and figures are "
                          "named *_quick, apart from a full run's")
     t1.set_defaults(func=_table1)
+    _device_flag(t1)
     t1.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0..N-1)")
     t1.add_argument("--models", type=_table1_models, default=["vae", "avb", "avb_ac"],
                     help="comma list of vae,avb,avb_ac,bavae (bavae: the Biadversarial VAE of "
@@ -95,6 +106,7 @@ def _add_reproduce(sub):
                     help="folder with train.npz and <split>.npz (key 'x', uint8 0/1, N x 784) or the "
                          "binarized_mnist_*.amat files (default: $AVB_DATA); nothing is downloaded")
     mn.set_defaults(func=_mnist)
+    _device_flag(mn)
     mn.add_argument("--split", default="valid", help="the evaluation file's name in DIR (default: valid)")
     mn.add_argument("--latent", type=positive_int, default=8, help="latent dimension (default 8)")
     mn.add_argument("--quick", action="store_true",
@@ -130,6 +142,7 @@ def _add_bench(sub):
                                      "and compare with this machine's measured 1024 x 1024 sgemm rate.")
     bs.add_argument("--batch", type=positive_int, default=512)
     bs.set_defaults(func=_bench_step)
+    _device_flag(bs)
     bs.add_argument("--width", type=positive_int, default=512)
     bs.add_argument("--steps", type=positive_int, default=30, help="timed steps (median)")
     bs.add_argument("--json", metavar="PATH", help="write the figures as JSON here")
@@ -169,6 +182,7 @@ def _add_train(sub):
     tr.add_argument("--model", choices=["vae", "avb", "avb_ac", "bavae"], default="avb",
                     help="vae, avb, avb_ac, or bavae (the Biadversarial VAE, seed 002; default avb)")
     tr.set_defaults(func=_train)
+    _device_flag(tr)
     tr.add_argument("--iters", type=positive_int, default=None,
                     help="iterations (default: the Table 1 setting)")
     tr.add_argument("--seed", type=non_negative_int, default=0, help="training seed (default 0)")
@@ -214,12 +228,30 @@ def _add_assignments(sub):
     ag.set_defaults(func=_assignments_grade)
 
 
+def _add_selfcheck(sub):
+    """`selfcheck`: one command that checks a GPU (or, with --device cpu, the strict stand-in)."""
+    sc = sub.add_parser("selfcheck", help="check the device path: device tests, bench ops, bench step, a short "
+                                          "Table 1; one JSON",
+                        description="Runs, in a few minutes: the device tests of tests/test_device.py "
+                                    "(pytest -m device, from the checkout), bench ops, bench step on the "
+                                    "device at three sizes, and a quick Table 1 on the device; writes one "
+                                    "JSON that names the device.  With --device cpu the tests run on the "
+                                    "strict stand-in and the benchmarks on NumPy.")
+    sc.set_defaults(func=_selfcheck)
+    _device_flag(sc, "gpu")
+    sc.add_argument("--json", help="write the results here")
+    sc.add_argument("--sizes", default="512x512,4096x1024,16384x1024",
+                    help="bench step sizes, BATCHxWIDTH, comma-separated (default: the three of the GPU issue "
+                         "benchmarks: 512x512,4096x1024,16384x1024)")
+    sc.add_argument("--no-tests", action="store_true", help="skip the device tests (the benchmarks only)")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="avb-minimal",
                                 description="Adversarial Variational Bayes (Mescheder et al., 2017), "
                                             "minimal NumPy + autograd implementation.")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_reproduce, _add_bench, _add_train, _add_assignments):
+    for add in (_add_reproduce, _add_bench, _add_train, _add_assignments, _add_selfcheck):
         add(sub)
     return p
 
@@ -230,7 +262,7 @@ def _table1(args):
     from .experiments.table1 import format_table1, table1, table1_json, table1_settings
     seeds = tuple(range(args.seeds))
     res = table1(seeds=seeds, quick=args.quick, out_dir=args.out, kinds=args.models,
-                 quiet=args.quiet, curve_every=args.curve_every or None)
+                 quiet=args.quiet, curve_every=args.curve_every or None, device=args.device)
     print(format_table1(res))
     arch, _, _ = table1_settings(args.quick)
     models = {k: res["models"][k]["_params"][0] for k in args.models}
@@ -261,7 +293,7 @@ def _mnist(args):
     from .experiments.mnist import format_mnist, reproduce_mnist
     res = reproduce_mnist(args.data, args.split, args.latent, args.quick, args.out, args.models,
                           args.ais_examples, args.ais_steps, args.ais_chains, args.leapfrog,
-                          seed=args.seed, quiet=args.quiet, json_path=args.json)
+                          seed=args.seed, quiet=args.quiet, json_path=args.json, device=args.device)
     print(format_mnist(res))
     print(f"figure (samples and reconstructions): {res['figure']}")
     if args.json:
@@ -305,7 +337,7 @@ def _bench_step(args):
             print("figure:", BS.sweep_figure(sweeps, args.plot, key))
     else:
         r = BS.bench_step(batch=args.batch, width=args.width, steps=args.steps,
-                          negatives=args.negatives, step=args.step)
+                          negatives=args.negatives, step=args.step, device=args.device)
         print(BS.format_cell(r))
     if args.json:
         write_json(args.json, r)
@@ -331,11 +363,22 @@ def _train(args):
     eval_fn = loglik_curve_fn(data, arch) if args.curve_every else None
     params, info, res = train_and_evaluate(args.model, data, arch, cfg, ev, seed=args.seed,
                                            checkpoint=args.checkpoint, quiet=args.quiet, eval_fn=eval_fn,
-                                           eval_every=args.curve_every, desc=args.model)
+                                           eval_every=args.curve_every, desc=args.model, device=args.device)
     res["wall_seconds"] = info["wall_seconds"]
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in res.items()}))
     if args.json:
         write_json(args.json, dict(res, history=info["history"]))
+
+
+def _selfcheck(args):
+    from .fast.selfcheck import format_selfcheck, parse_sizes, selfcheck
+    r = selfcheck(args.device, parse_sizes(args.sizes), tests=not args.no_tests)
+    print(format_selfcheck(r))
+    if args.json:
+        write_json(args.json, r)
+        print(f"results: {args.json}")
+    if r["tests"] is not None and r["tests"]["exit_code"] != 0:
+        raise RuntimeError("the device tests failed (see above)")
 
 
 def _assignments_list(args):
@@ -373,7 +416,7 @@ def main(argv=None):
     except (ValueError, OSError) as e:          # OSError: a path that went bad during the run
         print(f"avb-minimal: error: {e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:      # TrainingDiverged (last good checkpoint kept), AVB_BACKEND=cupy without a GPU
+    except RuntimeError as e:      # TrainingDiverged (last good checkpoint kept), --device gpu without one
         print(f"avb-minimal: stopped: {e}", file=sys.stderr)
         return 3
     return 0

@@ -38,6 +38,7 @@ import numpy as np
 from scipy.special import expit, logsumexp
 
 from . import models as M
+from .backend import DeviceRNG, array_module, is_device_array, to_numpy
 from .data import check_binary_data
 from .distributions import LOG_2PI, log_std_normal
 from .nn import elu
@@ -76,7 +77,7 @@ def ais(loglik_fn: Callable, n_examples: int, z_dim: int, rng: np.random.Generat
         init_mean: np.ndarray | None = None, init_std: np.ndarray | None = None, n_steps: int = 1000,
         n_chains: int = 5, n_leapfrog: int = 10,
         step_size: np.ndarray | None = None, target_accept: float = 0.65, adapt: float | None = None,
-        schedule: str = "sigmoid", chunk: int = 256, progress: Progress | None = None) -> dict:
+        schedule: str = "sigmoid", chunk: int = 256, progress: Progress | None = None, xp=np) -> dict:
     """AIS estimate of log p(x_e) for n_examples examples.
 
     loglik_fn(start, stop) -> f: the log-likelihood of examples start:stop, where
@@ -90,6 +91,8 @@ def ais(loglik_fn: Callable, n_examples: int, z_dim: int, rng: np.random.Generat
         shorter runs, so that a short run's step can still shrink from the prior's scale
         to the posterior's (a factor of ~10 takes ~115 steps at 2%).
     progress: a Progress over n_steps * number of chunks, or None.
+    xp: the array module of loglik_fn's arrays (numpy, or cupy on a GPU): the chains, weights
+        and step sizes live there, and rng draws there (a `backend.DeviceRNG` on a GPU).
 
     Returns {'log_likelihood' (E,), 'ess' (E,) effective number of chains (sum w)^2 / sum w^2,
     'log_weights' (E, C), 'acceptance' (E,) mean acceptance probability, 'step_size' (E,) final,
@@ -111,8 +114,8 @@ def ais(loglik_fn: Callable, n_examples: int, z_dim: int, rng: np.random.Generat
     if (init_mean is None) != (init_std is None):
         raise ValueError("AIS: give both init_mean and init_std (a Gaussian p0), or neither (the prior)")
     if init_mean is not None:
-        init_mean = np.asarray(init_mean, np.float64)
-        init_std = np.asarray(init_std, np.float64)
+        init_mean = xp.asarray(init_mean).astype(np.float64)
+        init_std = xp.asarray(init_std).astype(np.float64)
         for name, a in (("init_mean", init_mean), ("init_std", init_std)):
             if a.shape != (E, d):
                 raise ValueError(f"AIS: {name} must have shape {(E, d)}, got {a.shape}")
@@ -121,7 +124,7 @@ def ais(loglik_fn: Callable, n_examples: int, z_dim: int, rng: np.random.Generat
         if not np.all(init_std > 0):
             raise ValueError("AIS: init_std must be > 0")
     if step_size is not None:
-        step_size = np.broadcast_to(np.asarray(step_size, np.float64), (E,)).copy()
+        step_size = xp.asarray(np.broadcast_to(np.asarray(step_size, np.float64), (E,)).copy())
         if not np.all(step_size > 0):
             raise ValueError(f"AIS: step_size must be > 0, got {step_size.min()}")
 
@@ -132,10 +135,10 @@ def ais(loglik_fn: Callable, n_examples: int, z_dim: int, rng: np.random.Generat
         std = None if init_std is None else init_std[s:e]
         eps = None if step_size is None else step_size[s:e]
         r = _ais_chunk(loglik_fn(s, e), e - s, C, L, d, rng, betas, mean, std, eps,
-                       target_accept, adapt, progress, done0=(s // chunk) * (len(betas) - 1))
+                       target_accept, adapt, progress, (s // chunk) * (len(betas) - 1), xp)
         for k in out:
             out[k].append(r[k])
-    out = {k: np.concatenate(v) for k, v in out.items()}
+    out = {k: to_numpy(xp.concatenate(v)) for k, v in out.items()}        # the results, once, to the host
     lw = out["log_weights"]                                                     # (E, C)
     out["log_likelihood"] = logsumexp(lw, axis=1) - math.log(C)                 # log mean_c w_c
     w = np.exp(lw - lw.max(axis=1, keepdims=True))
@@ -143,10 +146,10 @@ def ais(loglik_fn: Callable, n_examples: int, z_dim: int, rng: np.random.Generat
     return out
 
 
-def _ais_chunk(f, E, C, L, d, rng, betas, mean, std, eps, target, adapt, progress, done0):
+def _ais_chunk(f, E, C, L, d, rng, betas, mean, std, eps, target, adapt, progress, done0, xp):
     R = E * C
     if mean is None:                                   # p0 = p(z) = N(0, I)
-        mean_r, std_r = np.zeros((R, d)), np.ones((R, d))
+        mean_r, std_r = xp.zeros((R, d)), xp.ones((R, d))
     else:
         mean_r, std_r = np.repeat(mean, C, 0), np.repeat(std, C, 0)            # (R, d)
     var_r = std_r ** 2
@@ -170,12 +173,12 @@ def _ais_chunk(f, E, C, L, d, rng, betas, mean, std, eps, target, adapt, progres
         return l0 + b * (ll + lp - l0), g0 + b * (gll + glp - g0)
 
     if eps is None:
-        eps = 0.5 * (np.ones(E) if std is None else std.mean(1))              # (E,)
+        eps = 0.5 * (xp.ones(E) if std is None else std.mean(1))              # (E,)
     eps = eps.copy()
     z = mean_r + std_r * rng.standard_normal((R, d))                           # z_0 ~ p0   (R, d)
     ll, gll = f(z, True)                                                       # log p(x|z)  (R,), (R, d)
-    logw = np.zeros(R)
-    acc_sum = np.zeros(E)
+    logw = xp.zeros(R)
+    acc_sum = xp.zeros(E)
     T = len(betas) - 1
     for t in range(1, T + 1):
         b0, b = betas[t - 1], betas[t]
@@ -276,7 +279,15 @@ def ais_log_likelihood(params: dict, kind: str, x: np.ndarray, arch: M.Arch, rng
     'prior' otherwise.  Returns the dict of `ais` plus 'seconds' and the settings.
     """
     M.check_kind(kind)
-    x = check_binary_data(x, "x", arch.x_dim)
+    xp = array_module(params["dec"][0][0])                # the device of the model: AIS runs there
+    if is_device_array(x):                                # checked where it lies (one bool back)
+        if x.ndim != 2 or x.shape[1] != arch.x_dim or not bool(xp.all((x == 0) | (x == 1))):
+            raise ValueError(f"x must be a (N, {arch.x_dim}) array of 0/1 values, got shape {x.shape}")
+        x = x.astype(np.float32)
+    else:
+        x = xp.asarray(check_binary_data(x, "x", arch.x_dim))
+    if xp is not np:                                      # draws on the device, seeded from rng
+        rng = DeviceRNG(xp, int(rng.integers(2 ** 62)))
     init = init or ("ac" if kind == "avb_ac" else "prior")
     if init not in ("prior", "ac"):
         raise ValueError(f"init must be 'prior' or 'ac', got {init!r}")
@@ -286,7 +297,7 @@ def ais_log_likelihood(params: dict, kind: str, x: np.ndarray, arch: M.Arch, rng
             raise ValueError("init='ac' needs the noise-basis encoder of an 'avb_ac' model")
         mean, var = ac_gaussian(params["enc"], x, arch, rng, n_noise)
         std = np.sqrt(var + M.AC_VAR_FLOOR)
-    dec = [(np.asarray(W, dtype), np.asarray(b, dtype)) for W, b in params["dec"]]
+    dec = [(W.astype(dtype, copy=False), b.astype(dtype, copy=False)) for W, b in params["dec"]]
     xd = x.astype(dtype)
 
     def loglik_fn(s, e):
@@ -302,7 +313,7 @@ def ais_log_likelihood(params: dict, kind: str, x: np.ndarray, arch: M.Arch, rng
     prog = Progress(n_chunks * int(n_steps), desc, quiet)
     t0 = time.perf_counter()
     res = ais(loglik_fn, x.shape[0], arch.z_dim, rng, mean, std, n_steps, n_chains, n_leapfrog,
-              step_size, target_accept, adapt, "sigmoid", chunk, prog)
+              step_size, target_accept, adapt, "sigmoid", chunk, prog, xp)
     res["seconds"] = time.perf_counter() - t0
     res["settings"] = {"n_steps": int(n_steps), "n_chains": int(n_chains), "n_leapfrog": int(n_leapfrog),
                        "init": init, "target_accept": target_accept,
@@ -321,7 +332,7 @@ def ac_gaussian(enc: dict, x: np.ndarray, arch: M.Arch, rng: np.random.Generator
     act = arch.act
     m, dz = arch.n_basis, arch.z_dim
     eps = M.sample_noise(rng, "avb_ac", arch, int(n_noise))                    # (K, m, e)
-    v = np.asarray(M._basis_nets(enc["v"], eps, act), np.float64)             # (K, m, dz)
+    v = M._basis_nets(enc["v"], eps, act).astype(np.float64)                  # (K, m, dz)
     v_mean, v_var = v.mean(0), v.var(0)                                        # (m, dz)
-    out = np.asarray(M.mlp(enc["a"], np.asarray(x, np.float32), act), np.float64)   # (N, (m+1) dz)
+    out = M.mlp(enc["a"], x.astype(np.float32), act).astype(np.float64)       # (N, (m+1) dz)
     return M.ac_moments(out[:, :dz], out[:, dz:].reshape(-1, m, dz), v_mean, v_var)

@@ -4,6 +4,7 @@ a type's message with "argument --flag:", so the types do not name their flag.)"
 import argparse
 import os
 
+from .backend import device_module
 from .data import data_dir
 
 
@@ -66,6 +67,8 @@ def check_paths(args):
     """The command line's paths, checked before any work, each error naming its flag: first
     the checks that change nothing (a file where a folder is wanted, the --data folder, the
     bench options that go together), then --out and the output files' folders are made."""
+    if getattr(args, "device", "cpu") == "gpu":          # no GPU, no cupy: one line, before any work
+        device_module("gpu")
     reproduce = args.command == "reproduce"          # (assignments build's OUT is build()'s own check)
     outputs = [(getattr(args, f), "--" + f) for f in ("json", "plot", "checkpoint") if getattr(args, f, None)]
     for create in (False, True):

@@ -1,7 +1,10 @@
 """Array backend: the only module that may import cupy.
 
-`AVB_BACKEND=numpy|cupy` overrides the automatic choice.  Importing this module
-never fails and never prints a traceback on a machine without cupy or a GPU.
+The device is chosen by the caller (`--device cpu|gpu`, `device_module`); arrays carry
+their device with them, and `array_module(a)` is the module of the arrays a function
+works with, so every array a loop creates is created on the device of its inputs.
+Importing this module never fails and never prints a traceback on a machine without
+cupy or a GPU.
 
 On a GPU the hot ops of :mod:`avb_minimal.ops` run the CUDA kernels of
 ``kernels/*.cu``: :func:`kernel` compiles a file with ``cupy.RawModule`` the first
@@ -11,6 +14,7 @@ for ``cupy.ndarray``), so gradients of device arrays stay on the device.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -18,17 +22,22 @@ from types import ModuleType
 from typing import Callable
 
 import numpy
+import autograd.numpy as anp
+from autograd.numpy import numpy_vjps
 from autograd.numpy.numpy_boxes import ArrayBox
 from autograd.numpy.numpy_vspaces import ArrayVSpace
+from autograd.tracer import getval
 
-_BACKENDS = ("numpy", "cupy")
+DEVICES = ("cpu", "gpu")
 KERNEL_FILES = ("inner_product.cu", "bernoulli.cu")
-_state = {"name": None, "announced": False, "cupy": None}
-_modules = {}        # file stem -> compiled cupy.RawModule
+INSTALL = ("pip install 'avb-minimal[cuda13]' (CUDA 13 drivers) or 'avb-minimal[cuda12]' (CUDA 12): "
+           "cupy-cuda13x / cupy-cuda12x")
+_state = {"cupy": None}   # the device module once found: cupy, or a stand-in (`use_device_module`)
+_modules = {}             # file stem -> compiled cupy.RawModule
 
 
 def _cupy_or_none():
-    """Return the cupy module if it imports and sees a GPU, else None."""
+    """The device module: cupy if it imports and sees a GPU (or the stand-in in use), else None."""
     if _state["cupy"] is not None:
         return _state["cupy"]
     try:
@@ -47,27 +56,34 @@ def cupy_module() -> ModuleType | None:
     return _cupy_or_none()
 
 
-def backend_name() -> str:
-    """'numpy' or 'cupy': the backend the hot ops dispatch to."""
-    if _state["name"] is None:
-        wanted = os.environ.get("AVB_BACKEND", "").strip().lower()
-        if wanted and wanted not in _BACKENDS:
-            raise ValueError(f"AVB_BACKEND must be one of {_BACKENDS}, got {wanted!r}")
-        if wanted == "cupy":
-            if _cupy_or_none() is None:
-                raise RuntimeError("AVB_BACKEND=cupy was asked for, but cupy is not installed "
-                                   "or sees no GPU; unset AVB_BACKEND or set it to numpy")
-            _state["name"] = "cupy"
-        elif wanted == "numpy":
-            _state["name"] = "numpy"
-        else:
-            _state["name"] = "cupy" if _cupy_or_none() is not None else "numpy"
-            if _state["name"] == "numpy" and not _state["announced"]:
-                _state["announced"] = True
-                if os.environ.get("AVB_QUIET_BACKEND") is None and _cupy_importable():
-                    print("avb_minimal: cupy found but no GPU; using the NumPy fallback",
-                          file=sys.stderr)
-    return _state["name"]
+def device_module(device: str = "cpu") -> ModuleType:
+    """The array module of `--device`: numpy for 'cpu'; cupy for 'gpu', or one clear error
+    naming the flag and what to install when there is no cupy or no GPU."""
+    if device not in DEVICES:
+        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return numpy
+    mod = _cupy_or_none()
+    if mod is None:
+        why = "cupy is installed but sees no GPU" if _cupy_importable() else "cupy is not installed"
+        raise ValueError(f"--device gpu: {why}; on a machine with an NVIDIA GPU, {INSTALL}")
+    return mod
+
+
+@contextlib.contextmanager
+def use_device_module(module: ModuleType):
+    """Make `module` (a cupy-like module: the strict stand-in of the tests) the device module
+    for the duration: `--device gpu` and `array_module` then use it."""
+    old, old_modules = _state["cupy"], dict(_modules)
+    _register_autograd(module)
+    _state["cupy"] = module
+    _modules.clear()
+    try:
+        yield module
+    finally:
+        _state["cupy"] = old
+        _modules.clear()
+        _modules.update(old_modules)
 
 
 def _cupy_importable():
@@ -77,34 +93,87 @@ def _cupy_importable():
         return False
 
 
-def xp() -> ModuleType:
-    """The array module of the active backend (numpy here unless a GPU is present)."""
-    if backend_name() == "cupy":
-        return _cupy_or_none()
-    return numpy
-
-
 def to_numpy(a: numpy.ndarray) -> numpy.ndarray:
-    """Host copy of an array from either backend."""
-    if hasattr(a, "get"):
+    """Host copy of an array from either device (the one explicit device -> host copy)."""
+    if is_device_array(a):
         return a.get()
     return numpy.asarray(a)
 
 
-def to_device(a: numpy.ndarray) -> numpy.ndarray:
-    """`a` as an array of the active backend (a cupy array on a GPU, else unchanged)."""
-    return xp().asarray(a)
-
-
 def is_device_array(a: object) -> bool:
-    """True for a cupy array.  Looks cupy up in sys.modules: never imports it."""
-    cupy = sys.modules.get("cupy")
-    return cupy is not None and isinstance(a, cupy.ndarray)
+    """True for an array of the device module.  Never imports cupy."""
+    mod = _state["cupy"] or sys.modules.get("cupy")
+    return mod is not None and isinstance(a, mod.ndarray)
 
 
-def array_module(a: numpy.ndarray) -> ModuleType:
-    """cupy for a cupy array, numpy for anything else (like cupy.get_array_module)."""
-    return sys.modules["cupy"] if is_device_array(a) else numpy
+def array_module(a: object) -> ModuleType:
+    """The device module for a device array, numpy for anything else (cupy.get_array_module)."""
+    if is_device_array(a):
+        return _state["cupy"] or sys.modules["cupy"]
+    return numpy
+
+
+def tree_to_device(tree, xp: ModuleType):
+    """Every array leaf of a pytree (params, optimiser states) as an array of module xp;
+    other leaves (Adam's step count) as they are."""
+    if xp is numpy:
+        return tree_to_host(tree)
+    return _map_arrays(lambda a: xp.asarray(a), tree)
+
+
+def tree_to_host(tree):
+    """Every array leaf of a pytree as a NumPy array (device arrays copied to the host)."""
+    return _map_arrays(to_numpy, tree)
+
+
+def _map_arrays(fn, tree):
+    if isinstance(tree, dict):
+        return {k: _map_arrays(fn, v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        out = [_map_arrays(fn, v) for v in tree]
+        return tuple(out) if isinstance(tree, tuple) else out
+    if isinstance(tree, numpy.ndarray) or is_device_array(tree):
+        return fn(tree)
+    return tree
+
+
+class DeviceRNG:
+    """Noise drawn by the device's own generator, counter-based so that a run resumes bit
+    for bit: draw number n reseeds one generator with (seed, n), and a checkpoint stores
+    (seed, n).  Its methods are those of numpy.random.Generator that the training loops
+    use; with xp = numpy it draws on the host the same way (a device run resumed on the
+    CPU continues its stream's design there)."""
+
+    def __init__(self, xp: ModuleType, seed: int, counter: int = 0):
+        self.xp, self.seed, self.counter = xp, int(seed), int(counter)
+        self._rs = None if xp is numpy else xp.random.RandomState(0)
+
+    def _next(self):
+        key = (self.seed * 1_000_003 + self.counter) % (2 ** 63)
+        self.counter += 1
+        if self._rs is None:
+            return numpy.random.default_rng(key)
+        self._rs.seed(key)
+        return self._rs
+
+    def standard_normal(self, size=None, dtype=numpy.float64):
+        return self._next().standard_normal(size, dtype=dtype)
+
+    def random(self, size=None, dtype=numpy.float64):
+        g = self._next()
+        return g.random(size, dtype=dtype) if self._rs is None else g.random_sample(size, dtype=dtype)
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        return self._next().uniform(low, high, size)
+
+    def integers(self, low, high=None, size=None):
+        g = self._next()
+        return g.integers(low, high, size) if self._rs is None else g.randint(low, high, size)
+
+    @property
+    def state(self) -> dict:
+        """What a checkpoint stores to continue the stream."""
+        return {"device_seed": self.seed, "counter": self.counter}
 
 
 def check_finite(name: str, a: numpy.ndarray) -> None:
@@ -178,3 +247,22 @@ def _register_autograd(cupy):
 
     ArrayBox.register(cupy.ndarray)
     CupyVSpace.register(cupy.ndarray)
+    numpy_vjps.repeat_to_match_shape = _repeat_to_match_shape
+
+
+_host_repeat_to_match_shape = numpy_vjps.repeat_to_match_shape
+
+
+def _repeat_to_match_shape(g, shape, dtype, axis, keepdims):
+    """autograd's helper of the VJPs of sum and mean, made device-clean: its own version adds
+    host zeros (numpy.zeros) to g, which a device array refuses.  Host arrays take the
+    original path unchanged (the same numbers)."""
+    if not is_device_array(getval(g)) or shape == ():
+        return _host_repeat_to_match_shape(g, shape, dtype, axis, keepdims)
+    axes = range(len(shape)) if axis is None else (axis if isinstance(axis, (tuple, list)) else (axis,))
+    new_shape = list(shape)
+    for a in axes:
+        new_shape[a] = 1
+    reps = int(numpy.prod([shape[a] for a in axes]))
+    xp = array_module(getval(g))
+    return anp.reshape(g, tuple(new_shape)) + xp.zeros(shape, dtype=dtype), reps

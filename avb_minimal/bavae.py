@@ -48,9 +48,10 @@ from . import evaluate as E
 from . import models as M
 from . import objectives as O
 from . import train as T
+from .backend import DeviceRNG, array_module, device_module, tree_to_device
 from .checkpoint import OTHER_RUN, load_checkpoint, read_meta
 from .data import check_binary_data, sample_batch
-from .nn import resnet
+from .nn import concatenate, resnet
 from .ops import bernoulli_loglik, inner_product_all_pairs, inner_product_rows
 from .optim import Adam, adam_init, adam_step
 from .train import TrainConfig, resume_run, run_training, save_run
@@ -74,7 +75,7 @@ def adversary_D(adv: dict, x: onp.ndarray, z: onp.ndarray, arch: M.Arch) -> onp.
     if arch.adversary == "inner":
         return inner_product_rows(M.adversary_features_x(adv, x, arch.act, arch.adv_unary),
                                   M.adversary_features_z(adv, z, arch.act, arch.adv_unary))
-    return resnet(adv["net"], np.concatenate([x, z], axis=1), arch.act)[:, 0]
+    return resnet(adv["net"], concatenate([x, z], axis=1), arch.act)[:, 0]
 
 
 def adversary_D_all_pairs(adv: dict, x: onp.ndarray, z: onp.ndarray, arch: M.Arch) -> onp.ndarray:
@@ -87,8 +88,10 @@ def adversary_D_all_pairs(adv: dict, x: onp.ndarray, z: onp.ndarray, arch: M.Arc
 
 def sample_decoder(logits: onp.ndarray, u: onp.ndarray) -> onp.ndarray:
     """x' ~ p_theta(x'|z): Bernoulli(sigmoid(l)) from uniforms u, no gradient.  (B, D) -> (B, D)."""
-    l = onp.asarray(getval(logits))
-    return (u < expit(l)).astype(l.dtype)          # no log(0); u rounded to 1.0 in float32 gives 0
+    l = getval(logits)
+    xp = array_module(l)
+    p = expit(l) if xp is onp else 0.5 * (xp.tanh(0.5 * l) + 1)   # scipy's expit has no device form
+    return (u < p).astype(l.dtype)                 # no log(0); u rounded to 1.0 in float32 gives 0
 
 
 RECONSTRUCTION = ("adversary", "exact")
@@ -184,7 +187,7 @@ def init_states(params: dict) -> dict:
 
 def effective_sample_size(w: onp.ndarray) -> float:
     """(sum w)^2 / sum w^2 of non-negative weights, in float64; 0 if they are all 0."""
-    w = onp.asarray(w, onp.float64)
+    w = w.astype(onp.float64) if hasattr(w, "astype") else onp.asarray(w, onp.float64)   # on its device
     s2 = float(onp.sum(w * w))
     return float(onp.sum(w) ** 2 / s2) if s2 > 0 else 0.0
 
@@ -197,7 +200,7 @@ def sample_step_noise(rng: onp.random.Generator, arch: M.Arch, batch: int) -> tu
     return eps, z_prior, u
 
 
-def _resume(path, arch, params, states, reconstruction):
+def _resume(path, arch, params, states, reconstruction, device="cpu", seed=0):
     """`train.resume_run` (kind, architecture, optimiser states, rng) after the checks of its own:
     the checkpoint's reconstruction mode and exp cap (`objectives.exp_linear`)."""
     meta = read_meta(path)
@@ -207,29 +210,35 @@ def _resume(path, arch, params, states, reconstruction):
     if meta.get("exp_cap", O.EXP_CAP) != O.EXP_CAP:
         raise ValueError(f"checkpoint {path!r} was trained with objectives.EXP_CAP = {meta['exp_cap']}, "
                          f"not {O.EXP_CAP}" + OTHER_RUN)
-    return resume_run(path, KIND, arch, params, states)
+    return resume_run(path, KIND, arch, params, states, device, seed, draws=4)
 
 
 def train_bavae(data: onp.ndarray, arch: M.Arch, cfg: TrainConfig, seed: int = 0, checkpoint: str | None = None,
                 quiet: bool = True, eval_fn: Callable | None = None, eval_every: int = 0,
-                desc: str | None = None, reconstruction: str = "adversary") -> tuple:
+                desc: str | None = None, reconstruction: str = "adversary", device: str = "cpu") -> tuple:
     """Train a Biadversarial VAE on binary `data` (N, D); same contract as `train.train`
     (resumable checkpoint, eval_fn every eval_every iterations, TrainingDiverged on NaN/inf).
     cfg: a `train.TrainConfig` (lr_adv serves both adversaries; adv_steps must be 1).
-    reconstruction: 'adversary' (eq. 14, the paper) or 'exact' (ablation, see `bavae_losses`)."""
+    reconstruction: 'adversary' (eq. 14, the paper) or 'exact' (ablation, see `bavae_losses`).
+    device: 'cpu' or 'gpu', as for `train.train`."""
     if not isinstance(cfg, TrainConfig):
         raise ValueError(f"cfg must be a train.TrainConfig, got {type(cfg).__name__}")
     if reconstruction not in RECONSTRUCTION:
         raise ValueError(f"reconstruction must be one of {RECONSTRUCTION}, got {reconstruction!r}")
     if cfg.adv_steps != 1:
         raise ValueError(f"the Biadversarial VAE trains with adv_steps=1, got {cfg.adv_steps}")
+    xp = device_module(device)
     data = check_binary_data(data, "data", arch.x_dim)
     rng = onp.random.default_rng(seed)
     params = init_bavae(rng, arch)
     states = init_states(params)
     start, history, wall0 = 0, [], 0.0
     if checkpoint is not None and os.path.exists(checkpoint):
-        params, states, start, history, wall0, rng = _resume(checkpoint, arch, params, states, reconstruction)
+        params, states, start, history, wall0, rng = _resume(checkpoint, arch, params, states, reconstruction,
+                                                             device, seed)
+    elif xp is not onp:
+        rng = DeviceRNG(xp, seed)
+    params, states, data = tree_to_device(params, xp), tree_to_device(states, xp), xp.asarray(data)
     step = make_bavae_step(arch, cfg, reconstruction)
 
     def one_step(params, states, it):

@@ -20,7 +20,8 @@ import numpy as onp
 from autograd.tracer import getval
 
 from .distributions import log_std_normal
-from .nn import get_activation, init_mlp, init_resnet, mlp, resnet
+from .backend import array_module
+from .nn import basis_linear, concatenate, get_activation, init_mlp, init_resnet, mlp, resnet
 from .ops import inner_product_all_pairs, inner_product_rows
 
 KINDS = ("vae", "avb", "avb_ac")
@@ -136,14 +137,14 @@ def gaussian_encoder(enc: list, x: onp.ndarray, act: Callable) -> tuple:
 
 def implicit_encoder(enc: list, x: onp.ndarray, eps: onp.ndarray, act: Callable) -> onp.ndarray:
     """AVB's black-box encoder z = g_phi(x, eps) (Fig. 2b): noise is an input.  -> (B, dz)."""
-    return mlp(enc, np.concatenate([x, eps], axis=1), act)
+    return mlp(enc, concatenate([x, eps], axis=1), act)
 
 
 def _basis_nets(v_params, eps, act):
     """v_i(eps_i) for all i at once.  eps: (B, m, e) -> (B, m, dz)."""
     (W1, b1), (W2, b2) = v_params
-    h = act(np.einsum("bme,meh->bmh", eps, W1) + b1[:, 0][None])   # (B, m, hb)
-    return np.einsum("bmh,mhz->bmz", h, W2) + b2[:, 0][None]       # (B, m, dz)
+    h = act(basis_linear(eps, W1) + b1[:, 0][None])               # (B, m, hb)
+    return basis_linear(h, W2) + b2[:, 0][None]                    # (B, m, dz)
 
 
 def noise_basis_encoder(enc: dict, x: onp.ndarray, eps: onp.ndarray, act: Callable) -> tuple:
@@ -219,7 +220,8 @@ def adversary_features_x(adv: dict, x: onp.ndarray, act: Callable, unary: bool =
     F = mlp(adv["f"], x, act)
     if not unary:
         return F
-    return np.concatenate([F, np.ones((F.shape[0], 1), F.dtype)], axis=1)   # [f(x), r(x), 1]
+    one = array_module(getval(F)).ones((F.shape[0], 1), F.dtype)            # on F's device
+    return concatenate([F, one], axis=1)                                    # [f(x), r(x), 1]
 
 
 def adversary_features_z(adv: dict, z: onp.ndarray, act: Callable, unary: bool = False) -> onp.ndarray:
@@ -235,8 +237,8 @@ def adversary_features_z(adv: dict, z: onp.ndarray, act: Callable, unary: bool =
     if not unary:
         return G
     H = G.shape[1] - 1                                                      # g's last unit is s(z)
-    one = np.ones((G.shape[0], 1), G.dtype)
-    return np.concatenate([G[:, :H], one, G[:, H:]], axis=1)                # [g(z), 1, s(z)]
+    one = array_module(getval(G)).ones((G.shape[0], 1), G.dtype)
+    return concatenate([G[:, :H], one, G[:, H:]], axis=1)                # [g(z), 1, s(z)]
 
 
 def adversary(adv: dict, x: onp.ndarray, z: onp.ndarray, act: Callable, unary: bool = False) -> onp.ndarray:
@@ -246,7 +248,7 @@ def adversary(adv: dict, x: onp.ndarray, z: onp.ndarray, act: Callable, unary: b
         F = adversary_features_x(adv, x, act, unary)
         G = adversary_features_z(adv, z, act, unary)
         return inner_product_rows(F, G) + fold_prior(z)
-    xz = np.concatenate([x, z], axis=1)
+    xz = concatenate([x, z], axis=1)
     return resnet(adv["net"], xz, act)[:, 0] + fold_prior(z)
 
 

@@ -9,7 +9,9 @@ from typing import Callable
 
 import autograd.numpy as np
 import numpy as onp
-from autograd.extend import defvjp, primitive
+from autograd.extend import defvjp, defvjp_argnum, primitive
+
+from .backend import array_module
 
 
 @primitive
@@ -61,6 +63,56 @@ def _elu_vjp(ans, a):
 
 
 defvjp(elu, _elu_vjp)
+
+
+def _concatenate_args(axis, *arrays):
+    return array_module(arrays[0]).concatenate(arrays, axis=axis)
+
+
+_concatenate_args = primitive(_concatenate_args)
+
+
+def _concatenate_vjp(argnum, ans, args, kwargs):
+    # args = (axis, *arrays): the cotangent of args[argnum] is its slice of g along axis
+    axis, arrays = args[0], args[1:]
+    start = sum(a.shape[axis] for a in arrays[:argnum - 1])
+    stop = start + arrays[argnum - 1].shape[axis]
+    index = (slice(None),) * (axis % ans.ndim) + (slice(start, stop),)
+    return lambda g: g[index]
+
+
+defvjp_argnum(_concatenate_args, _concatenate_vjp)
+
+
+def concatenate(arrays: list, axis: int = 0) -> np.ndarray:
+    """np.concatenate that keeps device arrays on their device, with its VJP (autograd's own
+    ends in .view(numpy.ndarray), which reinterprets a cupy buffer).  Used by the models
+    for [x, eps], [f, r, 1] and [z_pos; z_neg]."""
+    return _concatenate_args(axis, *arrays)
+
+
+@primitive
+def basis_linear(h: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """One small dense map per basis net: out[b, i] = h[b, i] W[i].  h: (B, m, n_in),
+    W: (m, n_in, n_out) -> (B, m, n_out).  A primitive because autograd's einsum VJP parses
+    its operands with numpy.asanyarray, which a device array refuses."""
+    return onp.einsum("bmi,mio->bmo", h, W)
+
+
+defvjp(basis_linear,
+       lambda ans, h, W: lambda g: onp.einsum("bmo,mio->bmi", g, W),    # dL/dh  (B, m, n_in)
+       lambda ans, h, W: lambda g: onp.einsum("bmo,bmi->mio", g, h))    # dL/dW  (m, n_in, n_out)
+
+
+@primitive
+def where(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.where(c, a, b) with a VJP that stays on c's device (autograd's builds host zeros)."""
+    return onp.where(c, a, b)
+
+
+defvjp(where, None,
+       lambda ans, c, a, b: lambda g: onp.where(c, g, 0.0 * g),        # g where c, else 0
+       lambda ans, c, a, b: lambda g: onp.where(c, 0.0 * g, g))        # g where not c, else 0
 
 
 @primitive

@@ -15,7 +15,7 @@ from autograd.tracer import getval
 
 from . import models as M
 from .distributions import kl_diag_normal_std, log_std_normal
-from .nn import take_rows
+from .nn import concatenate, take_rows, where
 from .ops import bernoulli_loglik, inner_product_all_pairs, inner_product_rows, softplus
 from .trees import stop_gradient
 
@@ -80,7 +80,7 @@ def _adversary_logits(adv, x, z_pos, z_neg, arch, negatives, F=None):
         return M.adversary(adv, x, z_pos, act), M.adversary(adv, x, z_neg, act)
     F = M.adversary_features_x(adv, x, act, unary) if F is None else F                   # (B, H)
     B, M_ = z_pos.shape[0], z_neg.shape[0]
-    G = M.adversary_features_z(adv, np.concatenate([z_pos, z_neg], 0), act, unary)      # (B+M, H): one pass
+    G = M.adversary_features_z(adv, concatenate([z_pos, z_neg], 0), act, unary)      # (B+M, H): one pass
     G_pos, G_neg = take_rows(G, 0, B), take_rows(G, B, B + M_)               # (B, H), (M, H)
     T_pos = inner_product_rows(F, G_pos) + M.fold_prior(z_pos)             # (B,)
     if negatives == "all_pairs":
@@ -197,8 +197,8 @@ def exp_linear(d: np.ndarray, cap: float | None = None) -> np.ndarray:
     cap = EXP_CAP if cap is None else cap                  # read at call time: can be set to inf
     if math.isinf(cap):                                     # objectives.EXP_CAP = math.inf: plain exp
         return np.exp(d)
-    below = d < cap
-    return np.where(below, np.exp(np.where(below, d, 0.0)), math.exp(cap) * (1.0 + d - cap))
+    below = getval(d) < cap
+    return where(below, np.exp(where(below, d, 0.0)), math.exp(cap) * (1.0 + d - cap))
 
 
 def bavae_encoder_loss(D_pos: np.ndarray, D_neg: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .backend import array_module
 from .trees import tree_flatten, tree_unflatten
 
 
@@ -47,7 +48,8 @@ def adam_init(params: dict | list) -> dict:
     """State: step count t and flat first / second moments m, v (same dtype as params)."""
     n = sum(a.size for a in tree_flatten(params))
     dtype = np.result_type(*tree_flatten(params))
-    return {"t": 0, "m": np.zeros(n, dtype), "v": np.zeros(n, dtype)}
+    xp = array_module(tree_flatten(params)[0])                    # the params' device
+    return {"t": 0, "m": xp.zeros(n, dtype), "v": xp.zeros(n, dtype)}
 
 
 def _step_size(cfg, lr, t):

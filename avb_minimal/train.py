@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -17,6 +18,7 @@ import numpy as np
 from autograd import grad
 
 from . import models as M
+from .backend import DeviceRNG, device_module, tree_to_device, tree_to_host
 from . import objectives as O
 from .checkpoint import OTHER_RUN, load_checkpoint, read_meta, save_checkpoint
 from .data import check_binary_data, sample_batch
@@ -142,12 +144,15 @@ def _state_trees(states):
 
 
 def save_run(path: str, kind: str, arch: M.Arch, cfg: TrainConfig, params: dict, states: dict, it: int,
-             rng: np.random.Generator, history: list, wall: float, **extra: object) -> None:
-    """The checkpoint: parameters, optimiser moments, and meta (extra: more meta keys)."""
+             rng, history: list, wall: float, **extra: object) -> None:
+    """The checkpoint: parameters, optimiser moments (copied to the host, so that a checkpoint
+    is the same file whichever device wrote it), and meta (extra: more meta keys)."""
+    device = "cpu" if isinstance(rng, np.random.Generator) or rng.xp is np else "gpu"
+    rng_state = rng.bit_generator.state if isinstance(rng, np.random.Generator) else rng.state
     meta = {"kind": kind, **extra, "arch": arch.to_dict(), "config": asdict(cfg), "iteration": it,
-            "rng_state": rng.bit_generator.state, "history": history, "wall_seconds": wall,
+            "rng_state": rng_state, "history": history, "wall_seconds": wall, "device": device,
             "opt_t": {k: s["t"] for k, s in states.items()}}
-    save_checkpoint(path, dict(params=params, **_state_trees(states)), meta)
+    save_checkpoint(path, tree_to_host(dict(params=params, **_state_trees(states))), meta)
 
 
 def run_training(one_step: Callable, save: Callable | None, params: dict, states: dict, cfg: TrainConfig,
@@ -205,23 +210,34 @@ def run_training(one_step: Callable, save: Callable | None, params: dict, states
 
 def train(kind: str, data: np.ndarray, arch: M.Arch, cfg: TrainConfig, seed: int = 0,
           checkpoint: str | None = None, quiet: bool = True, eval_fn: Callable | None = None, eval_every: int = 0,
-          desc: str | None = None) -> tuple:
+          desc: str | None = None, device: str = "cpu") -> tuple:
     """Train a model of `kind` on binary `data` (N, D).
 
     checkpoint: path of an .npz; if it exists the run resumes from it, and it is
     rewritten every cfg.checkpoint_every iterations and at the end.
     eval_fn(params) -> dict of floats, called every `eval_every` iterations (0: never).
-    Returns (params, info) with info = {'history', 'wall_seconds', 'iterations'}.
+    device: 'cpu' or 'gpu'.  On the GPU the parameters, Adam's moments, the data and every
+    batch and noise draw live on the device for the whole run (the noise from the device's
+    own generator, `backend.DeviceRNG`); only the scalars of the progress line and the
+    checkpoints come back to the host.
+    Returns (params, info) with info = {'history', 'wall_seconds', 'iterations'}; params
+    on the device the run used.
     Raises TrainingDiverged (after saving the last good parameters) if a loss turns NaN/inf.
     """
     M.check_kind(kind)
+    xp = device_module(device)
     data = check_binary_data(data, "data", arch.x_dim)
     rng = np.random.default_rng(seed)
-    params = M.init_params(rng, kind, arch)
+    params = M.init_params(rng, kind, arch)              # the same numbers on either device
     states = init_states(kind, params)
     start, history, wall0 = 0, [], 0.0
+    draws = 3 * (cfg.adv_steps if kind != "vae" else 1)  # noise draws per iteration
     if checkpoint is not None and os.path.exists(checkpoint):
-        params, states, start, history, wall0, rng = resume_run(checkpoint, kind, arch, params, states)
+        params, states, start, history, wall0, rng = resume_run(checkpoint, kind, arch, params, states, device,
+                                                                seed, draws)
+    elif xp is not np:
+        rng = DeviceRNG(xp, seed)
+    params, states, data = tree_to_device(params, xp), tree_to_device(states, xp), xp.asarray(data)
     step = make_step(kind, arch, cfg)
     adv_step = make_adversary_step(kind, arch, cfg) if kind != "vae" and cfg.adv_steps > 1 else None
     B = cfg.batch
@@ -246,7 +262,13 @@ def train(kind: str, data: np.ndarray, arch: M.Arch, cfg: TrainConfig, seed: int
                         desc or kind, quiet, eval_fn, eval_every, ("gen_objective", "adv_loss"))
 
 
-def resume_run(path: str, kind: str, arch: M.Arch, params: dict, states: dict) -> tuple:
+def resume_run(path: str, kind: str, arch: M.Arch, params: dict, states: dict, device: str = "cpu",
+               seed: int = 0, draws: int = 3) -> tuple:
+    """(params, states, iteration, history, wall seconds, rng) from a checkpoint, on the host.
+    The noise generator continues as it was on the same device.  Across devices the
+    parameters and Adam's moments carry over and the noise continues from the other
+    device's generator, at the draw an uninterrupted run there would have reached (a
+    line on stderr says so): the run goes on, though not bit for bit as it would have."""
     meta = read_meta(path)
     if meta.get("kind") != kind:
         raise ValueError(f"checkpoint {path!r} holds a {meta.get('kind')!r} model, not {kind!r}" + OTHER_RUN)
@@ -256,9 +278,21 @@ def resume_run(path: str, kind: str, arch: M.Arch, params: dict, states: dict) -
     trees, meta = load_checkpoint(path, dict(params=params, **_state_trees(states)))
     for k, s in states.items():
         s["m"], s["v"], s["t"] = trees[f"opt_{k}_m"], trees[f"opt_{k}_v"], meta["opt_t"][k]
-    rng = np.random.default_rng()
-    rng.bit_generator.state = meta["rng_state"]
-    return trees["params"], states, meta["iteration"], meta["history"], meta["wall_seconds"], rng
+    written_on, it, state = meta.get("device", "cpu"), meta["iteration"], meta["rng_state"]
+    if written_on == device == "cpu":
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state
+    elif written_on == device:
+        rng = DeviceRNG(device_module(device), state["device_seed"], state["counter"])
+    else:
+        print(f"{path}: written on {written_on}, resumed on {device}: the parameters and the optimiser state "
+              f"carry over; the noise continues from the {device}'s generator (not bit for bit as on "
+              f"{written_on})", file=sys.stderr, flush=True)
+        if written_on == "gpu":
+            rng = DeviceRNG(np, state["device_seed"], state["counter"])
+        else:
+            rng = DeviceRNG(device_module(device), seed, it * draws)
+    return trees["params"], states, it, meta["history"], meta["wall_seconds"], rng
 
 
 def load_params(path: str, kind: str, arch: M.Arch) -> dict:

@@ -56,9 +56,16 @@ def _unwrap(x):
     return x
 
 
+def _foreign(x):
+    """Another array-like with its own protocol (an autograd ArrayBox)."""
+    return not isinstance(x, (StrictArray, np.ndarray, np.generic)) and hasattr(x, "__array_ufunc__")
+
+
 def _wrap(x):
     if isinstance(x, np.ndarray):
         return StrictArray(x)
+    if isinstance(x, np.generic):                # cupy's reductions give 0-d device arrays
+        return StrictArray(np.asarray(x))
     if isinstance(x, tuple):
         return tuple(_wrap(v) for v in x)
     if isinstance(x, list):
@@ -89,6 +96,8 @@ class StrictArray:
         raise TypeError(IMPLICIT)
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        if any(_foreign(x) for x in inputs):
+            return NotImplemented                    # an autograd box: it wraps us, not we it
         args = [_unwrap(x) for x in inputs]
         if out is not None:
             for o in out:
@@ -101,6 +110,10 @@ class StrictArray:
         return _wrap(res)
 
     def __array_function__(self, func, types_, args, kwargs):
+        if any(t is not StrictArray and not issubclass(t, np.ndarray) for t in types_):
+            return NotImplemented
+        if func is np.einsum and "out" in kwargs:
+            raise TypeError("einsum() got an unexpected keyword argument 'out' (cupy's einsum has none)")
         out = kwargs.get("out")
         res = func(*_unwrap(args), **_unwrap(kwargs))
         if isinstance(out, StrictArray):
@@ -108,7 +121,9 @@ class StrictArray:
         return _wrap(res)
 
     def get(self):
-        """The explicit device -> host copy (cupy's `.get()`)."""
+        """The explicit device -> host copy (cupy's `.get()`); counted, so that a test can
+        check that a loop copies nothing to the host."""
+        strict.gets += 1
         return self._a.copy()
 
     # -------------------------------------------------------------- array protocol
@@ -129,7 +144,7 @@ class StrictArray:
         return (_wrap(v) if isinstance(v, np.ndarray) else StrictArray(np.asarray(v)) for v in self._a)
 
     def __getitem__(self, idx):
-        return _wrap(np.asarray(self._a[_index(idx)]) if self._a.ndim else self._a[()])
+        return _wrap(self._a[_index(idx)])
 
     def __setitem__(self, idx, value):
         self._a[_index(idx)] = _unwrap(value)
@@ -226,6 +241,28 @@ StrictArray.__invert__ = lambda self: np.invert(self)
 
 
 # ------------------------------------------------------------------ the module
+class _RandomState:
+    """cupy.random.RandomState on the stand-in: draws land on the device."""
+
+    def __init__(self, seed=None):
+        self.seed(seed)
+
+    def seed(self, seed=None):
+        self._g = np.random.default_rng(seed)
+
+    def standard_normal(self, size=None, dtype=np.float64):
+        return StrictArray(np.asarray(self._g.standard_normal(size, dtype=dtype)))
+
+    def random_sample(self, size=None, dtype=np.float64):
+        return StrictArray(np.asarray(self._g.random(size, dtype=dtype)))
+
+    def uniform(self, low=0.0, high=1.0, size=None, dtype=np.float64):
+        return StrictArray(np.asarray(self._g.uniform(low, high, size).astype(dtype)))
+
+    def randint(self, low, high=None, size=None, dtype=np.int64):
+        return StrictArray(np.asarray(self._g.integers(low, high, size, dtype=dtype)))
+
+
 class _Generator:
     """The stand-in's device generator: draws land on the device, never on the host."""
 
@@ -261,9 +298,10 @@ class _Module(types.ModuleType):
         self.ndarray = StrictArray
         self.asarray = _host_ok("asarray")
         self.array = _host_ok("array")
-        self.random = types.SimpleNamespace(default_rng=_Generator)
+        self.random = types.SimpleNamespace(default_rng=_Generator, RandomState=_RandomState)
         self.kernels = "reference"
         self.launches = 0
+        self.gets = 0
         self._emulated = {}
         self.cuda = types.SimpleNamespace(
             runtime=types.SimpleNamespace(getDeviceCount=lambda: 1,

@@ -1,18 +1,18 @@
 """Unit tests of avb_minimal.backend that run on any machine (no cupy, no GPU needed).
 
 What is checked here (compiling and running the kernels is tests/test_kernels_compile.py,
-tests/test_kernels_emulated.py and tests/test_gpu.py):
+tests/test_kernels_emulated.py and tests/test_device.py):
   * array_module / is_device_array: numpy for host arrays, the cupy module for a cupy
     array, found through sys.modules without ever importing cupy;
-  * to_numpy is a no-op on a NumPy array and calls .get() on a device array; to_device
-    is a no-op under the numpy backend;
+  * to_numpy is a no-op on a NumPy array and calls .get() on a device array;
+    tree_to_device / tree_to_host move the array leaves of a pytree and leave the rest;
   * check_finite names the argument and counts the NaN and inf values;
   * kernels_dir holds every file of KERNEL_FILES, kernel_source returns their text, and a
     missing source is a FileNotFoundError;
-  * the backend choice: AVB_BACKEND=numpy is honoured (case and spaces aside), a bad
-    value is a ValueError naming the allowed ones, AVB_BACKEND=cupy without a GPU is a
-    RuntimeError, a cupy that imports but fails is "no GPU", and without AVB_BACKEND the
-    choice falls back to numpy; kernel() without cupy is a clear RuntimeError;
+  * the device choice: device_module('cpu') is numpy; 'gpu' without cupy, or with a cupy
+    that sees no GPU, is one ValueError naming --device and what to install; a bad name
+    is a ValueError naming the allowed ones; kernel() without cupy is a clear RuntimeError;
+  * DeviceRNG draws the same numbers from the same (seed, counter), so a run resumes;
   * importing the backend in a fresh interpreter without cupy never fails or prints.
 The module caches its choice in `backend._state`: each test that touches it gets a fresh
 copy through monkeypatch, so the state of the session is restored afterwards.
@@ -33,10 +33,8 @@ HAS_GPU = backend.cupy_module() is not None
 @pytest.fixture
 def fresh(monkeypatch):
     """backend with no backend chosen yet (restored after the test), AVB_* unset."""
-    monkeypatch.setattr(backend, "_state", {"name": None, "announced": False, "cupy": None})
+    monkeypatch.setattr(backend, "_state", {"cupy": None})
     monkeypatch.setattr(backend, "_modules", {})
-    for var in ("AVB_BACKEND", "AVB_QUIET_BACKEND"):
-        monkeypatch.delenv(var, raising=False)
     return backend
 
 
@@ -95,14 +93,14 @@ def test_to_numpy_of_a_numpy_array_is_a_no_op():
     assert isinstance(b, np.ndarray) and b.shape == (2, 2)
 
 
-def test_to_device_under_the_numpy_backend_is_a_no_op(fresh, monkeypatch):
-    monkeypatch.setenv("AVB_BACKEND", "numpy")
-    a = np.ones((2, 2), np.float32)
-    assert fresh.to_device(a) is a
-    assert fresh.xp() is np
+def test_trees_move_their_arrays_and_keep_the_rest():
+    tree = {"params": [(np.ones((2, 3), np.float32), np.zeros(3, np.float32))], "t": 7}
+    host = backend.tree_to_host(tree)
+    assert host["t"] == 7 and host["params"][0][0] is tree["params"][0][0]    # no copy on the host
+    assert isinstance(host["params"][0], tuple)
+    assert backend.tree_to_device(tree, np)["params"][0][1] is tree["params"][0][1]
 
 
-# ------------------------------------------------------------------ check_finite
 def test_check_finite_accepts_finite_arrays():
     backend.check_finite("x", np.array([0.0, -1e300, 1e300], np.float64))
     backend.check_finite("x", np.zeros((0, 3)))                           # empty: nothing to complain of
@@ -157,77 +155,40 @@ def test_kernel_without_cupy_is_a_clear_runtime_error(fresh):
     assert fresh._modules == {}
 
 
-# ------------------------------------------------------------------ backend choice
-@pytest.mark.parametrize("value", ["numpy", "NumPy", "  numpy\n"])
-def test_avb_backend_numpy_is_honoured(fresh, monkeypatch, value):
-    monkeypatch.setenv("AVB_BACKEND", value)
-    _fake_cupy(monkeypatch, device_count=1)                  # even when a GPU would be there
-    assert fresh.backend_name() == "numpy"
-    assert fresh.xp() is np
-    assert fresh._state["cupy"] is None                      # cupy was not even looked at
-
-
-@pytest.mark.parametrize("value", ["tensorflow", "gpu", "numpy,cupy"])
-def test_a_bad_avb_backend_is_a_clear_error(fresh, monkeypatch, value):
-    monkeypatch.setenv("AVB_BACKEND", value)
-    with pytest.raises(ValueError) as e:
-        fresh.backend_name()
-    assert str(e.value) == f"AVB_BACKEND must be one of ('numpy', 'cupy'), got {value!r}"
-    assert fresh._state["name"] is None                      # nothing chosen: fixing the variable works
-    monkeypatch.setenv("AVB_BACKEND", "numpy")
-    assert fresh.backend_name() == "numpy"
-
-
-def test_the_choice_is_cached(fresh, monkeypatch):
-    monkeypatch.setenv("AVB_BACKEND", "numpy")
-    assert fresh.backend_name() == "numpy"
-    monkeypatch.setenv("AVB_BACKEND", "bogus")               # read once: later changes are ignored
-    assert fresh.backend_name() == "numpy"
+# ------------------------------------------------------------------ device choice
+def test_cpu_is_numpy_and_a_bad_name_is_a_clear_error(fresh):
+    assert fresh.device_module("cpu") is np
+    with pytest.raises(ValueError, match="--device must be one of cpu, gpu, got 'cuda'"):
+        fresh.device_module("cuda")
 
 
 @pytest.mark.parametrize("device_count", [0, RuntimeError("no CUDA driver")], ids=["no-device", "no-driver"])
-def test_a_cupy_that_sees_no_gpu_counts_as_none(fresh, monkeypatch, capsys, device_count):
+def test_a_cupy_that_sees_no_gpu_is_one_clear_line(fresh, monkeypatch, device_count):
     _fake_cupy(monkeypatch, device_count=device_count)
+    monkeypatch.setattr(fresh, "_cupy_importable", lambda: True)
     assert fresh.cupy_module() is None
-    monkeypatch.setenv("AVB_BACKEND", "cupy")
-    with pytest.raises(RuntimeError, match="AVB_BACKEND=cupy was asked for, but cupy is not installed"):
-        fresh.backend_name()
-    monkeypatch.delenv("AVB_BACKEND")
-    monkeypatch.setenv("AVB_QUIET_BACKEND", "1")
-    assert fresh.backend_name() == "numpy"
-    assert capsys.readouterr().err == ""
+    with pytest.raises(ValueError) as e:
+        fresh.device_module("gpu")
+    msg = str(e.value)
+    assert msg.startswith("--device gpu: cupy is installed but sees no GPU;") and "\n" not in msg
+    assert "cupy-cuda13x" in msg and "cupy-cuda12x" in msg
 
 
-@pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU fallback")
-def test_avb_backend_cupy_without_a_gpu_is_a_clear_error(fresh, monkeypatch):
-    monkeypatch.setenv("AVB_BACKEND", "cupy")
-    with pytest.raises(RuntimeError, match="unset AVB_BACKEND or set it to numpy"):
-        fresh.backend_name()
+@pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU message")
+def test_gpu_without_cupy_says_what_to_install(fresh, monkeypatch):
+    monkeypatch.setattr(fresh, "_cupy_importable", lambda: False)
+    with pytest.raises(ValueError, match=r"--device gpu: cupy is not installed; .*pip install 'avb-minimal\[cuda13\]'"):
+        fresh.device_module("gpu")
 
 
-@pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU fallback")
-def test_without_avb_backend_the_fallback_is_numpy(fresh, capsys):
-    assert fresh.backend_name() == "numpy"
-    assert fresh.xp() is np
-    assert capsys.readouterr().err == ""                     # no cupy installed: nothing to announce
-
-
-def test_cupy_without_a_gpu_is_announced_once(fresh, monkeypatch, capsys):
-    monkeypatch.setattr(fresh, "_cupy_or_none", lambda: None)
-    monkeypatch.setattr(fresh, "_cupy_importable", lambda: True)
-    assert fresh.backend_name() == "numpy"
-    assert capsys.readouterr().err == "avb_minimal: cupy found but no GPU; using the NumPy fallback\n"
-    fresh._state["name"] = None                              # asked again: said only once
-    assert fresh.backend_name() == "numpy"
-    assert capsys.readouterr().err == ""
-
-
-def test_avb_quiet_backend_silences_the_announcement(fresh, monkeypatch, capsys):
-    monkeypatch.setattr(fresh, "_cupy_or_none", lambda: None)
-    monkeypatch.setattr(fresh, "_cupy_importable", lambda: True)
-    monkeypatch.setenv("AVB_QUIET_BACKEND", "1")
-    assert fresh.backend_name() == "numpy"
-    assert capsys.readouterr().err == ""
+def test_device_rng_is_a_function_of_seed_and_counter():
+    a, b = backend.DeviceRNG(np, 3), backend.DeviceRNG(np, 3)
+    first = [a.standard_normal((2, 3)), a.integers(0, 10, size=4), a.uniform(size=2), a.random(3)]
+    assert a.state == {"device_seed": 3, "counter": 4}
+    c = backend.DeviceRNG(np, 3, counter=2)                       # resumed at draw 2
+    np.testing.assert_array_equal(c.uniform(size=2), first[2])
+    np.testing.assert_array_equal(b.standard_normal((2, 3)), first[0])
+    assert not np.array_equal(backend.DeviceRNG(np, 4).standard_normal((2, 3)), first[0])
 
 
 def test_importing_the_backend_without_cupy_never_fails():
@@ -237,10 +198,10 @@ def test_importing_the_backend_without_cupy_never_fails():
             "import avb_minimal.backend as b\n"
             "import numpy as np\n"
             "assert b.cupy_module() is None\n"
-            "assert b.backend_name() == 'numpy' and b.xp() is np\n"
-            "assert b.array_module(np.ones(2)) is np and b.to_device(np.ones(2)).shape == (2,)\n"
+            "assert b.device_module('cpu') is np\n"
+            "assert b.array_module(np.ones(2)) is np and b.to_numpy(np.ones(2)).shape == (2,)\n"
             "print('ok')\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("AVB_BACKEND", "AVB_QUIET_BACKEND")}
+    env = dict(os.environ)
     env["OPENBLAS_NUM_THREADS"] = "1"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")

@@ -28,6 +28,7 @@ import numpy as np
 from .. import bavae as BV
 from .. import models as M
 from ..ais import ais_log_likelihood
+from ..backend import device_module, tree_to_device, tree_to_host
 from ..bavae import adversary_D, game_diagnostics, load_bavae, reconstruction_of
 from ..checkpoint import read_meta, write_json
 from ..data import data_dir, dataset_file, load_binary
@@ -80,19 +81,20 @@ def mnist_config(kind, quick=False):
     return mnist_configs(quick)[base_kind(kind)]
 
 
-def train_mnist(kind, train_x, out_dir, latent=8, quick=False, seed=0, quiet=True):
+def train_mnist(kind, train_x, out_dir, latent=8, quick=False, seed=0, quiet=True, device="cpu"):
     """Train (or resume) one model; its checkpoint is OUT_DIR/<kind>_z<latent>[_quick].npz.
     Returns (params, info) as `train.train`."""
     if check_mnist_kind(kind) in BAVAE_KINDS:
-        return train_bavae_mnist(train_x, out_dir, latent, quick, seed, quiet, BV.reconstruction_of(kind))
+        return train_bavae_mnist(train_x, out_dir, latent, quick, seed, quiet, BV.reconstruction_of(kind), device)
     arch, cfg = mnist_arch(latent, quick), mnist_configs(quick)[kind]
     os.makedirs(out_dir, exist_ok=True)
     ckpt = checkpoint_path(out_dir, kind, latent, quick)
     return train(kind, train_x, arch, cfg, seed=seed, checkpoint=ckpt, quiet=quiet,
-                 desc=f"mnist {kind}")
+                 desc=f"mnist {kind}", device=device)
 
 
-def train_bavae_mnist(train_x, out_dir, latent=8, quick=False, seed=0, quiet=True, reconstruction="adversary"):
+def train_bavae_mnist(train_x, out_dir, latent=8, quick=False, seed=0, quiet=True, reconstruction="adversary",
+                      device="cpu"):
     """A Biadversarial VAE on binarized MNIST with the AVB model's architecture and settings
     (`mnist.mnist_arch`, `mnist.mnist_configs()['avb']`); checkpoint
     OUT_DIR/<mnist_name>_z<latent>[_quick].npz (resumed if present).  Returns (params, info)."""
@@ -100,7 +102,7 @@ def train_bavae_mnist(train_x, out_dir, latent=8, quick=False, seed=0, quiet=Tru
     os.makedirs(out_dir, exist_ok=True)
     name = BV.mnist_name(reconstruction)
     return BV.train_bavae(train_x, arch, cfg, seed=seed, checkpoint=checkpoint_path(out_dir, name, latent, quick),
-                       quiet=quiet, desc=f"mnist {name}", reconstruction=reconstruction)
+                       quiet=quiet, desc=f"mnist {name}", reconstruction=reconstruction, device=device)
 
 
 def checkpoint_path(out_dir, kind, latent=8, quick=False):
@@ -168,13 +170,15 @@ def elbo_and_reconstruction(params, kind, x, arch, rng, n_samples=10, chunk=256)
 
 
 def evaluate_mnist(params, kind, x, arch, rng, ais_steps=1000, ais_chains=5, leapfrog=10,
-                   elbo_samples=10, quiet=True):
+                   elbo_samples=10, quiet=True, device="cpu"):
     """AIS log-likelihood, ELBO (exact for the VAE, T-based for AVB: see
     `elbo_and_reconstruction`) and reconstruction on the rows of x.  -> dict of floats."""
     t0 = time.perf_counter()
     er = elbo_and_reconstruction(params, kind, x, arch, rng, elbo_samples)
     t_elbo = time.perf_counter() - t0
-    a = ais_log_likelihood(params, base_kind(kind), x, arch, rng, n_steps=ais_steps, n_chains=ais_chains,
+    xp = device_module(device)                          # AIS runs on the device; the rest on the host
+    a = ais_log_likelihood(tree_to_device(params, xp), base_kind(kind), x, arch, rng, n_steps=ais_steps,
+                           n_chains=ais_chains,
                            n_leapfrog=leapfrog, quiet=quiet, desc=f"AIS {kind}")
     ll = a["log_likelihood"]
     n = x.shape[0]
@@ -200,7 +204,7 @@ def evaluate_mnist(params, kind, x, arch, rng, ais_steps=1000, ais_chains=5, lea
 # ------------------------------------------------------------------ the experiment
 def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="runs/mnist",
                     kinds=M.KINDS, ais_examples=None, ais_steps=None, ais_chains=None, leapfrog=None,
-                    seed=0, quiet=False, json_path=None, figure=True):
+                    seed=0, quiet=False, json_path=None, figure=True, device="cpu"):
     """Table 2 on binarized MNIST: train (or resume) each model of `kinds` (MNIST_KINDS) on
     DATA/train.npz and evaluate it on the first `ais_examples` rows of DATA/<split>.npz (.amat
     also accepted; see data.dataset_file).  Returns the JSON-able results; writes them to
@@ -223,7 +227,7 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
         check_mnist_kind(k)
     arch, cfgs = mnist_arch(latent, quick), {k: mnist_config(k, quick) for k in kinds}
     res = {"settings": {"data": os.path.abspath(folder), "train_file": train_file, "eval_file": eval_file,
-                        "split": split, "latent": latent, "quick": quick, "seed": seed,
+                        "split": split, "latent": latent, "quick": quick, "seed": seed, "device": device,
                         "n_train": int(x_train.shape[0]), "n_eval": int(x_eval.shape[0]),
                         "arch": arch.to_dict(), "iterations": {k: cfgs[k].iters for k in kinds}, **ev},
            "paper_table2_8d": PAPER_TABLE2_8D}
@@ -240,7 +244,8 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
     done = {k: r for k, r in done.items()   # reuse an evaluation only of the checkpoint used now
             if r.get("checkpoint") == checkpoint_path(out_dir, k, latent, quick)}
     for kind in kinds:
-        params, info = train_mnist(kind, x_train, out_dir, latent, quick, seed, quiet)
+        params, info = train_mnist(kind, x_train, out_dir, latent, quick, seed, quiet, device)
+        params = tree_to_host(params)      # evaluation and figures on the host (AIS moves it back)
         models[kind], histories[kind] = params, info["history"]
         if kind in done:                   # evaluated before with these settings: reuse
             res[kind] = done[kind]
@@ -251,7 +256,7 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
             print(f"{kind}: trained ({cfgs[kind].iters} iterations, {info['wall_seconds']:.0f} s); evaluating",
                   flush=True)
         r = evaluate_mnist(params, kind, x_eval, arch, np.random.default_rng(10_000 + seed),
-                           ev["ais_steps"], ev["ais_chains"], ev["leapfrog"], ev["elbo_samples"], quiet)
+                           ev["ais_steps"], ev["ais_chains"], ev["leapfrog"], ev["elbo_samples"], quiet, device)
         secs = r.pop("_seconds")
         r["wall_seconds"] = {"train": info["wall_seconds"], **secs}
         r["checkpoint"] = checkpoint_path(out_dir, kind, latent, quick)

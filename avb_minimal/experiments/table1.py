@@ -12,6 +12,7 @@ import numpy as np
 from .. import bavae as BV
 from .. import evaluate as E
 from .. import models as M
+from ..backend import tree_to_host
 from ..data import four_points
 from ..train import TrainConfig, train
 
@@ -53,18 +54,21 @@ def loglik_curve_fn(data, arch, grid_n=400):
 
 
 def train_and_evaluate(kind, data, arch, cfg, ev, seed=0, **opts):
-    """Train one model of TABLE1_KINDS (resumable: see `train.train`, options passed on) and
-    evaluate it with the Table 1 quantities (rng 10_000 + seed).  -> (params, info, results)."""
+    """Train one model of TABLE1_KINDS (resumable: see `train.train`, options passed on, the
+    device among them) and evaluate it on the host with the Table 1 quantities (rng
+    10_000 + seed).  -> (params on the host, info, results)."""
     ev_rng = np.random.default_rng(10_000 + seed)
     if kind == BV.KIND:                               # two adversaries, eq. (6) and (14) of seed 002
         params, info = BV.train_bavae(data, arch, cfg, seed=seed, **opts)
+        params = tree_to_host(params)
         return params, info, BV.evaluate_bavae(params, data, arch, ev_rng, ev["grid_n"], ev["n_samples"])
     params, info = train(kind, data, arch, cfg, seed=seed, **opts)
+    params = tree_to_host(params)                     # the evaluation integrates on a grid, on the host
     return params, info, E.evaluate_model(params, kind, data, arch, ev_rng, grid_n=ev["grid_n"],
                                           n_samples=ev["n_samples"])
 
 
-def table1(seeds=(0,), quick=False, out_dir=None, kinds=M.KINDS, quiet=True, curve_every=None):
+def table1(seeds=(0,), quick=False, out_dir=None, kinds=M.KINDS, quiet=True, curve_every=None, device="cpu"):
     """Train and evaluate each model kind for each seed.  Returns a dict with, per kind,
     the mean/std over seeds of every metric, the per-seed values and wall times."""
     bad = [k for k in kinds if k not in TABLE1_KINDS]
@@ -72,7 +76,7 @@ def table1(seeds=(0,), quick=False, out_dir=None, kinds=M.KINDS, quiet=True, cur
         raise ValueError(f"unknown model kind(s) {bad}; table1 knows {', '.join(TABLE1_KINDS)}")
     arch, cfgs, ev = table1_settings(quick)
     data = four_points()
-    results = {"settings": {"arch": arch.to_dict(), "quick": quick, "seeds": list(seeds),
+    results = {"settings": {"arch": arch.to_dict(), "quick": quick, "seeds": list(seeds), "device": device,
                             "configs": {k: cfgs[k].__dict__ for k in kinds}, "eval": ev},
                "models": {}}
     for kind in kinds:
@@ -82,7 +86,7 @@ def table1(seeds=(0,), quick=False, out_dir=None, kinds=M.KINDS, quiet=True, cur
             ckpt = None if out_dir is None else os.path.join(out_dir, name + ".npz")
             eval_fn = loglik_curve_fn(data, arch) if curve_every else None
             opts = dict(seed=seed, checkpoint=ckpt, quiet=quiet, eval_fn=eval_fn,
-                        eval_every=curve_every or 0, desc=f"{kind} seed {seed}")
+                        eval_every=curve_every or 0, desc=f"{kind} seed {seed}", device=device)
             params, info, res = train_and_evaluate(kind, data, arch, cfgs[kind], ev, **opts)
             res["wall_seconds"] = info["wall_seconds"]
             res["seed"] = seed

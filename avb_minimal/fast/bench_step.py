@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import evaluate as E
 from .. import models as M
+from ..backend import device_module, tree_to_device
 from ..data import four_points, sample_batch
 from ..experiments.plots import bench_sweep_figure
 from ..experiments.table1 import table1_settings
@@ -87,10 +88,16 @@ def work_flops(arch, batch, step="fast"):
     return sum(2 * r * i * o for r, i, o, _ in step_products(arch, batch, step))
 
 
-def _sgemm_operands(n, rng):
-    """a, b (random) and c (output) for one float32 n x n product c = a b."""
-    return (rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32),
-            np.empty((n, n), np.float32))
+def _sgemm_operands(n, rng, xp=np):
+    """a, b (random) and c (output) for one float32 n x n product c = a b, on xp's device."""
+    return (xp.asarray(rng.standard_normal((n, n), dtype=np.float32)),
+            xp.asarray(rng.standard_normal((n, n), dtype=np.float32)), xp.empty((n, n), np.float32))
+
+
+def _sync(xp):
+    """Wait for the device (kernel launches return before the work is done)."""
+    if xp is not np:
+        xp.cuda.get_current_stream().synchronize()
 
 
 def sgemm_gflops(n=1024, reps=20, rng=None):
@@ -106,7 +113,7 @@ def sgemm_gflops(n=1024, reps=20, rng=None):
     return 2 * n ** 3 / float(np.median(times)) / 1e9
 
 
-def _setup(batch, width, negatives, seed, step):
+def _setup(batch, width, negatives, seed, step, xp=np):
     arch = bench_arch(width)
     cfg = TrainConfig(iters=10 ** 6, batch=batch, negatives=negatives, step=step)
     rng = np.random.default_rng(seed)
@@ -116,7 +123,8 @@ def _setup(batch, width, negatives, seed, step):
     data = four_points()
     batches = [(sample_batch(rng, data, batch), M.sample_noise(rng, "avb", arch, batch),
                 rng.standard_normal((batch, arch.z_dim)).astype(np.float32)) for _ in range(4)]
-    return arch, params, states, fn, batches
+    batches = [tuple(xp.asarray(a) for a in b) for b in batches]
+    return arch, tree_to_device(params, xp), tree_to_device(states, xp), fn, batches
 
 
 def _threads():
@@ -130,24 +138,29 @@ def _load():
         return float("nan")
 
 
-def bench_step(batch=512, width=512, steps=30, warmup=5, negatives="pairs", seed=0, step="auto"):
+def bench_step(batch=512, width=512, steps=30, warmup=5, negatives="pairs", seed=0, step="auto", device="cpu"):
     """Time one simultaneous AVB step (Algorithm 1; paper widths by default: 2 x width
     encoder and decoder, inner-product adversary of two 2 x width nets, float32) on the
     `step` path ('auto' = fast where supported, 'readable', 'fast').  After every timed
     step one 1024^3 sgemm is timed as well; fraction_of_peak = (fixed-rule FLOPs /
-    median step time) / median sgemm rate."""
-    arch, params, states, fn, batches = _setup(batch, width, negatives, seed, step)
-    n = 1024
-    a, b, c_ = _sgemm_operands(n, np.random.default_rng(1))
+    median step time) / median sgemm rate.  device 'gpu': everything on the device, the
+    sgemm by cupy's matmul (cuBLAS), each timing after a device synchronisation."""
+    xp = device_module(device)
+    arch, params, states, fn, batches = _setup(batch, width, negatives, seed, step, xp)
+    n = 1024 if xp is np else 4096
+    a, b, c_ = _sgemm_operands(n, np.random.default_rng(1), xp)
     wall, cpu, gwall, gcpu = [], [], [], []
     for i in range(warmup + steps):
         x, noise, zn = batches[i % 4]
+        _sync(xp)
         c, t = time.process_time(), time.perf_counter()
         params, states, _ = fn(params, states, x, noise, zn, 1.0)
+        _sync(xp)
         wall.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
         c, t = time.process_time(), time.perf_counter()
         np.dot(a, b, out=c_)
+        _sync(xp)
         gwall.append(time.perf_counter() - t)
         gcpu.append(time.process_time() - c)
     med = {k: float(np.median(v[warmup:])) for k, v in
@@ -157,7 +170,7 @@ def bench_step(batch=512, width=512, steps=30, warmup=5, negatives="pairs", seed
     work = work_flops(arch, batch, path) if negatives == "pairs" else None
     ms, peak = med["wall"] * 1e3, 2 * n ** 3 / med["gwall"] / 1e9
     peak_cpu = 2 * n ** 3 / med["gcpu"] / 1e9
-    return {"batch": batch, "width": width, "step": path, "ms_per_step": ms,
+    return {"batch": batch, "width": width, "step": path, "device": device, "ms_per_step": ms,
             "ms_per_step_min": float(np.min(wall[warmup:])) * 1e3,
             "gflop_per_step": flops / 1e9, "sgemm_gflops": peak,
             "achieved_gflops": flops / 1e9 / med["wall"],

@@ -34,6 +34,7 @@ import math
 import numpy as np
 
 from .. import models as M
+from ..backend import array_module
 from ..nn import elu_, elu_grad_
 from ..ops import bernoulli_loglik_grad, rowdot, softplus_sigmoid
 from ..optim import Adam, adam_update_, flatten_to_vector, vector_to_tree
@@ -54,16 +55,25 @@ def supports(kind, arch):
 
 
 class Workspace:
-    """Named arrays allocated on first use and reused at every later step."""
+    """Named arrays allocated on first use and reused at every later step, on the device of
+    the parameters (`xp`, set when the step first sees them)."""
 
-    def __init__(self, dtype=np.float32):
-        self.dtype, self.arrays = dtype, {}
+    def __init__(self, dtype=np.float32, xp=np):
+        self.dtype, self.arrays, self.xp = dtype, {}, xp
 
     def __call__(self, name, shape):
         a = self.arrays.get(name)
         if a is None or a.shape != tuple(shape):
-            a = self.arrays[name] = np.empty(shape, self.dtype)
+            a = self.arrays[name] = self.xp.empty(shape, self.dtype)
         return a
+
+
+def _einsum_into(spec, a, b, out):
+    """out[...] = einsum(spec, a, b): in place with NumPy; cupy's einsum has no out=."""
+    if array_module(out) is np:
+        np.einsum(spec, a, b, out=out)
+    else:
+        out[...] = np.einsum(spec, a, b)
 
 
 class FlatParams:
@@ -163,6 +173,7 @@ class FastAVBStep:
         gen = {"enc": params["enc"], "dec": params["dec"]}
         if self.gen is None:
             self.gen, self.adv = FlatParams(gen), FlatParams(params["adv"])
+            self.ws.xp = array_module(self.gen.flat)                # the parameters' device
         if not self.gen.owns(gen):
             self.gen.load(gen)
         if not self.adv.owns(params["adv"]):
@@ -303,10 +314,10 @@ def _basis_backward(v_params, v_grads, dz, a, v, vh, eps, arch):
     B, dz_dim = dz.shape
     da = dz[:, None, :] * v                                              # (B, m, dz)
     dv = dz[:, None, :] * a                                              # (B, m, dz)
-    np.einsum("bmh,bmz->mhz", vh, dv, out=gW2)
+    _einsum_into("bmh,bmz->mhz", vh, dv, gW2)
     gb2[:] = dv.sum(axis=0)[:, None, :]
     dh = np.einsum("bmz,mhz->bmh", dv, W2)                               # (B, m, hb)
     elu_grad_(dh, vh, np.empty_like(dh))
-    np.einsum("bme,bmh->meh", eps, dh, out=gW1)
+    _einsum_into("bme,bmh->meh", eps, dh, gW1)
     gb1[:] = dh.sum(axis=0)[:, None, :]
     return np.concatenate([dz, da.reshape(B, -1)], axis=1)
