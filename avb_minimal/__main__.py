@@ -88,6 +88,7 @@ def _add_reproduce(sub):
                                      "KL to HMC by k-NN, the mass on tau < 0, and the marginal figures.")
     es.add_argument("--quick", action="store_true", help="short chains and few iterations (seconds)")
     es.set_defaults(func=_eight_schools)
+    _device_flag(es)
     es.add_argument("--seeds", type=positive_int, default=3, help="number of seeds (0..N-1)")
     es.add_argument("--json", metavar="PATH", help="write the results as JSON here (default: OUT/results.json)")
     es.add_argument("--out", metavar="DIR", default="runs/eight_schools", help="figures go here")
@@ -285,7 +286,7 @@ def _table1(args):
 def _eight_schools(args):
     from .experiments.eight_schools import format_eight_schools, run_eight_schools
     res = run_eight_schools(quick=args.quick, seeds=tuple(range(args.seeds)), out_dir=args.out,
-                            quiet=args.quiet, json_path=args.json)
+                            quiet=args.quiet, json_path=args.json, device=args.device)
     print(format_eight_schools(res))
 
 

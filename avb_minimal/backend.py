@@ -21,8 +21,8 @@ import sys
 from types import ModuleType
 from typing import Callable
 
-import numpy
 import autograd.numpy as anp
+import numpy
 from autograd.numpy import numpy_vjps
 from autograd.numpy.numpy_boxes import ArrayBox
 from autograd.numpy.numpy_vspaces import ArrayVSpace

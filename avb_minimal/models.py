@@ -19,9 +19,17 @@ import autograd.numpy as np
 import numpy as onp
 from autograd.tracer import getval
 
-from .distributions import log_std_normal
 from .backend import array_module
-from .nn import basis_linear, concatenate, get_activation, init_mlp, init_resnet, mlp, resnet
+from .distributions import log_std_normal
+from .nn import (
+    basis_linear,
+    concatenate,
+    get_activation,
+    init_mlp,
+    init_resnet,
+    mlp,
+    resnet,
+)
 from .ops import inner_product_all_pairs, inner_product_rows
 
 KINDS = ("vae", "avb", "avb_ac")

@@ -25,6 +25,7 @@ import numpy as onp
 from autograd.tracer import getval
 from scipy.special import logsumexp
 
+from .backend import array_module
 from .distributions import LOG_2PI
 
 
@@ -231,10 +232,16 @@ def eight_schools(y: tuple = EIGHT_SCHOOLS_Y, sigma: tuple = EIGHT_SCHOOLS_SIGMA
     const = -onp.sum(onp.log(sigma)) - 0.5 * J * LOG_2PI \
         - (J + 2) * (onp.log(prior_scale) + 0.5 * LOG_2PI)
 
+    data = {onp: (y, sigma)}                          # the data on each device it is asked on
+
     def log_density(z):
+        xp = array_module(getval(z))
+        if xp not in data:
+            data[xp] = (xp.asarray(y), xp.asarray(sigma))
+        y_, sigma_ = data[xp]
         mu, tau, eta = z[:, 0:1], z[:, 1:2], z[:, 2:]                         # (B,1) (B,1) (B,J)
         theta = mu + tau * eta                                                 # (B, J)
-        loglik = -0.5 * np.sum(((y - theta) / sigma) ** 2, axis=1)             # (B,)
+        loglik = -0.5 * np.sum(((y_ - theta) / sigma_) ** 2, axis=1)           # (B,)
         logprior = -0.5 * np.sum(z * z, axis=1) / prior_scale ** 2             # (B,)
         return loglik + logprior + const
     return Target("eight_schools", J + 2, log_density, labels=EIGHT_SCHOOLS_LABELS[:J + 2],

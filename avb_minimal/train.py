@@ -18,8 +18,8 @@ import numpy as np
 from autograd import grad
 
 from . import models as M
-from .backend import DeviceRNG, device_module, tree_to_device, tree_to_host
 from . import objectives as O
+from .backend import DeviceRNG, device_module, tree_to_device, tree_to_host
 from .checkpoint import OTHER_RUN, load_checkpoint, read_meta, save_checkpoint
 from .data import check_binary_data, sample_batch
 from .fast.step import FastAVBStep, supports

@@ -32,9 +32,17 @@ from autograd.tracer import getval
 
 from . import evaluate as E
 from . import objectives as O
+from .backend import (
+    DeviceRNG,
+    array_module,
+    device_module,
+    to_numpy,
+    tree_to_device,
+    tree_to_host,
+)
 from .distributions import LOG_2PI
 from .models import AC_VAR_FLOOR, fold_prior
-from .nn import elu, init_mlp, init_resnet, mlp, resnet
+from .nn import concatenate, elu, init_mlp, init_resnet, mlp, resnet
 from .optim import Adam, adam_init, adam_step
 from .targets import (
     Target,
@@ -129,7 +137,8 @@ def contrast_moments(z: onp.ndarray, cfg: AVBConfig) -> tuple:
     if cfg.adaptive_contrast:
         return onp.mean(z, axis=0), onp.sqrt(onp.var(z, axis=0) + AC_VAR_FLOOR)
     d = z.shape[1]
-    return onp.full(d, cfg.ref_loc, z.dtype), onp.full(d, cfg.ref_scale, z.dtype)
+    xp = array_module(z)
+    return xp.full(d, cfg.ref_loc, z.dtype), xp.full(d, cfg.ref_scale, z.dtype)
 
 
 def avb_losses(params: dict, log_density: Callable, eps: onp.ndarray, eta: onp.ndarray, cfg: AVBConfig,
@@ -156,7 +165,7 @@ def avb_losses(params: dict, log_density: Callable, eps: onp.ndarray, eta: onp.n
     T_gen = adversary(stop_gradient(params["adv"]), z_bar)                  # (B,)  psi fixed
     gen = O.ac_generator_objective(T_gen, z_bar, logp, 0.0)                 # eq. (4.2)
     B = eta.shape[0]
-    T_all = adversary(params["adv"], np.concatenate([getval(z_bar), eta], 0))   # (2B,) one pass
+    T_all = adversary(params["adv"], concatenate([getval(z_bar), eta], 0))   # (2B,) one pass
     adv_loss = O.adversary_loss(T_all[:B], T_all[B:])                      # eq. (3.3)
     if aux is not None:
         d = z.shape[1]
@@ -176,7 +185,7 @@ def adversary_only_loss(adv: dict, gen: list, log_density: Callable, eps: onp.nd
     mu, sigma = contrast_moments(z, cfg)
     z_bar = (z - mu) / sigma
     B = eta.shape[0]
-    T_all = adversary(adv, np.concatenate([z_bar, eta], 0))
+    T_all = adversary(adv, concatenate([z_bar, eta], 0))
     return O.adversary_loss(T_all[:B], T_all[B:])
 
 
@@ -184,25 +193,30 @@ def sample_avb(params: dict, rng: onp.random.Generator, n: int) -> onp.ndarray:
     """n samples of the trained sampler.  -> (n, d) float64."""
     gen = params["gen"]
     e = gen[0][0].shape[0]
-    eps = rng.standard_normal((n, e)).astype(gen[0][0].dtype)
-    return onp.asarray(sampler(gen, eps), onp.float64)
+    eps = array_module(gen[0][0]).asarray(rng.standard_normal((n, e)).astype(gen[0][0].dtype))
+    return to_numpy(sampler(gen, eps)).astype(onp.float64)
 
 
 def fit_avb(log_density: Callable, dim: int | None = None, cfg: AVBConfig = AVBConfig(), seed: int = 0,
             eval_fn: Callable | None = None, eval_every: int = 0, quiet: bool = True,
-            desc: str = "avb") -> tuple:
+            desc: str = "avb", device: str = "cpu") -> tuple:
     """Train an AVB sampler for the unnormalised density `log_density` in `dim` dims.
 
     One iteration = one simultaneous step of both players (one gradient of the sum of
     their losses, see `avb_losses`) plus cfg.adv_steps - 1 adversary-only steps on
     fresh batches.  eval_fn(params) -> dict of floats, called every eval_every
     iterations (and at the end); its values go into the history.
-    Returns (params, info) with info = {'history', 'wall_seconds', 'config'}.
-    Raises TrainingDiverged if a loss or a weight turns NaN/inf.
+    device: 'cpu' or 'gpu' (parameters, noise and the log-density's work on the device; eval_fn
+    then gets device parameters).  Returns (params on the host, info) with info =
+    {'history', 'wall_seconds', 'config'}.  Raises TrainingDiverged if a loss or a weight
+    turns NaN/inf.
     """
     log_density, dim = check_log_density(log_density, dim)
+    xp = device_module(device)
     rng = onp.random.default_rng(seed)
-    params = init_avb(rng, dim, cfg)
+    params = tree_to_device(init_avb(rng, dim, cfg), xp)          # the same numbers on either device
+    if xp is not onp:
+        rng = DeviceRNG(xp, seed)
     gen_opt, adv_opt = Adam(cfg.lr_gen, cfg.b1, cfg.b2), Adam(cfg.lr_adv, cfg.b1, cfg.b2)
     states = {"gen": adam_init(params["gen"]), "adv": adam_init(params["adv"])}
 
@@ -231,7 +245,7 @@ def fit_avb(log_density: Callable, dim: int | None = None, cfg: AVBConfig = AVBC
 
     params, info = run_training(one_step, None, params, states, cfg, label=desc, quiet=quiet, eval_fn=eval_fn,
                                 eval_every=eval_every, progress_keys=("elbo_adversary", "adv_loss"))
-    return params, dict(info, config=cfg.to_dict())
+    return tree_to_host(params), dict(info, config=cfg.to_dict())
 
 
 # ------------------------------------------------------------------ Gaussian VB (ADVI)
@@ -282,7 +296,8 @@ def gaussian_vb_scale(params: dict) -> onp.ndarray:
     d = params["mean"].shape[0]
     L = np.diag(np.exp(params["log_diag"]))
     if "lower" in params:
-        L = L + params["lower"] * onp.tril(onp.ones((d, d)), -1)
+        xp = array_module(getval(params["lower"]))
+        L = L + params["lower"] * xp.tril(xp.ones((d, d)), -1)
     return L
 
 
@@ -290,13 +305,14 @@ def gaussian_vb_elbo(params: dict, log_density: Callable, eps: onp.ndarray) -> o
     """Reparameterised ELBO: E_eps[log p~(mean + L eps)] + H[q],
     H[q] = sum log diag(L) + d/2 (1 + log 2 pi) in closed form.  eps: (S, d)."""
     L = gaussian_vb_scale(params)
-    z = params["mean"] + np.dot(eps, L.T)                                   # (S, d)
+    z = params["mean"] + np.matmul(eps, L.T)                                # (S, d)
     d = eps.shape[1]
     entropy = np.sum(params["log_diag"]) + 0.5 * d * (1.0 + LOG_2PI)
     return np.mean(log_density(z)) + entropy
 
 
 def sample_gaussian_vb(params: dict, rng: onp.random.Generator, n: int) -> onp.ndarray:
+    params = tree_to_host(params)
     L = onp.asarray(gaussian_vb_scale(params))
     return params["mean"] + rng.standard_normal((n, L.shape[0])) @ L.T
 
@@ -308,12 +324,15 @@ def gaussian_vb_entropy(params: dict) -> float:
 
 def fit_gaussian_vb(log_density: Callable, dim: int | None = None, cfg: VBConfig = VBConfig(), seed: int = 0,
                     eval_fn: Callable | None = None, eval_every: int = 0, quiet: bool = True,
-                    desc: str | None = None) -> tuple:
+                    desc: str | None = None, device: str = "cpu") -> tuple:
     """Mean-field or full-rank Gaussian VB (float64).  Returns (params, info) like fit_avb;
     info also holds the final ELBO estimate from 20k samples."""
     log_density, dim = check_log_density(log_density, dim)
+    xp = device_module(device)
     rng = onp.random.default_rng(seed)
-    params = init_gaussian_vb(dim, cfg)
+    params = tree_to_device(init_gaussian_vb(dim, cfg), xp)
+    if xp is not onp:
+        rng = DeviceRNG(xp, seed)
     opt = Adam(cfg.lr, cfg.b1, cfg.b2)
     neg_elbo_and_grad = value_and_grad(lambda p, eps: -gaussian_vb_elbo(p, log_density, eps))
 
@@ -330,9 +349,9 @@ def fit_gaussian_vb(log_density: Callable, dim: int | None = None, cfg: VBConfig
     params, info = run_training(one_step, None, params, {"gen": adam_init(params)}, cfg,
                                 label=desc or f"{cfg.family} VB", quiet=quiet, eval_fn=eval_fn,
                                 eval_every=eval_every, progress_keys=("elbo_estimate",))
-    eps = onp.random.default_rng(seed + 1).standard_normal((20000, dim))
+    eps = xp.asarray(onp.random.default_rng(seed + 1).standard_normal((20000, dim)))
     elbo = float(gaussian_vb_elbo(params, log_density, eps))
-    return params, dict(info, config=cfg.to_dict(), elbo=elbo)
+    return tree_to_host(params), dict(info, config=cfg.to_dict(), elbo=elbo)
 
 
 # ------------------------------------------------------------------ KL estimates

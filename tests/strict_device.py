@@ -98,6 +98,9 @@ class StrictArray:
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         if any(_foreign(x) for x in inputs):
             return NotImplemented                    # an autograd box: it wraps us, not we it
+        if getattr(np, ufunc.__name__, None) is not ufunc:
+            raise TypeError(f"{ufunc.__name__} is not a NumPy ufunc: the device has no kernel for it "
+                            "(e.g. scipy.special's, which cupy does not run)")
         args = [_unwrap(x) for x in inputs]
         if out is not None:
             for o in out:

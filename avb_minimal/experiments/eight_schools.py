@@ -81,7 +81,7 @@ def reference_samples(hmc_result, n, seed=0):
     return s[rng.choice(s.shape[0], size=min(n, s.shape[0]), replace=False)]
 
 
-def fit_method(method, target, settings, seed, ref_curve, quiet=True):
+def fit_method(method, target, settings, seed, ref_curve, quiet=True, device="cpu"):
     """Fit one method with one seed, recording KL(q || HMC) every curve_every iterations.
     Returns (sample_fn(rng, n) -> (n, d), info)."""
     k, n_curve = settings["k"], settings["n_kl_curve"]
@@ -93,14 +93,14 @@ def fit_method(method, target, settings, seed, ref_curve, quiet=True):
     every = settings["curve_every"]
     if method == "avb":
         cfg = settings["avb"]
-        params, info = vi.fit_avb(target, cfg=cfg, seed=seed, quiet=quiet, desc=f"avb seed {seed}",
+        params, info = vi.fit_avb(target, cfg=cfg, seed=seed, quiet=quiet, desc=f"avb seed {seed}", device=device,
                                   eval_fn=lambda p: curve_point(lambda r, n: vi.sample_avb(p, r, n)),
                                   eval_every=every)
         return (lambda r, n: vi.sample_avb(params, r, n)), info
     if method in vi.FAMILIES:
         cfg = vi.VBConfig(family=method, **settings["vb"])
         params, info = vi.fit_gaussian_vb(
-            target, cfg=cfg, seed=seed, quiet=quiet, desc=f"{method} seed {seed}",
+            target, cfg=cfg, seed=seed, quiet=quiet, desc=f"{method} seed {seed}", device=device,
             eval_fn=lambda p: curve_point(lambda r, n: vi.sample_gaussian_vb(p, r, n)), eval_every=every)
         info["params"] = {k_: v.tolist() for k_, v in params.items()}
         return (lambda r, n: vi.sample_gaussian_vb(params, r, n)), info
@@ -109,7 +109,7 @@ def fit_method(method, target, settings, seed, ref_curve, quiet=True):
 
 # ------------------------------------------------------------------ the experiment
 def run_eight_schools(quick=False, seeds=(0, 1, 2), out_dir="runs/eight_schools", quiet=True,
-                      methods=METHODS, hmc_seed=0, json_path=None):
+                      methods=METHODS, hmc_seed=0, json_path=None, device="cpu"):
     """HMC ground truth, then AVB, mean-field and full-rank VB for each seed.
 
     Returns a JSON-able dict with keys
@@ -122,6 +122,8 @@ def run_eight_schools(quick=False, seeds=(0, 1, 2), out_dir="runs/eight_schools"
       targets:             the issue's benchmarks, each with its measured value and met flag
       figures:             paths of Figure 3 (KL curves) and Figure 4 (marginals), PNG
     out_dir: where the figures (and results.json if json_path is None) go; None: no files.
+    device: where AVB and Gaussian VB train ('cpu' or 'gpu'); HMC, the ground truth, runs on
+    the host.
     """
     for m in methods:
         if m not in METHODS:
@@ -151,12 +153,12 @@ def run_eight_schools(quick=False, seeds=(0, 1, 2), out_dir="runs/eight_schools"
 
     # 2. the approximations
     res = {"kl_to_hmc": {}, "kl_from_hmc": {}, "fraction_tau_negative": {},
-           "wall_seconds": {"hmc": h["wall_seconds"]}, "elbo": {}}
+           "wall_seconds": {"hmc": h["wall_seconds"]}, "elbo": {}, "device": device}
     plot_samples = {}
     for m in methods:
         finals, back, neg, walls, curves, its, elbos = [], [], [], [], [], None, []
         for s in seeds:
-            sample, info = fit_method(m, target, settings, s, ref_curve, quiet)
+            sample, info = fit_method(m, target, settings, s, ref_curve, quiet, device)
             q = sample(np.random.default_rng(40_000 + s), settings["n_kl"])
             finals.append(vi.kl_to_samples(q, ref, settings["k"]))
             back.append(vi.kl_to_samples(ref, q, settings["k"]))
