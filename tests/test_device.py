@@ -220,3 +220,38 @@ def test_black_box_vi_runs_on_the_device(device):
     for family in vi.FAMILIES:
         p, info = vi.fit_gaussian_vb(t, cfg=vi.VBConfig(family=family, iters=5, log_every=5), seed=0, device="gpu")
         assert np.isfinite(info["elbo"]) and isinstance(p["mean"], np.ndarray)
+
+
+# ------------------------------------------------------------------ the command line
+def test_device_gpu_without_a_gpu_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    """Where there is no GPU (always here: CI has none), --device gpu names the flag and what to
+    install, and creates nothing."""
+    from avb_minimal.__main__ import main
+    if backend.cupy_module() is not None:
+        pytest.skip("a GPU is present")
+    for argv in (["train", "--model", "avb", "--quick", "--device", "gpu", "--checkpoint", str(tmp_path / "a" / "c.npz")],
+                 ["reproduce", "table1", "--quick", "--device", "gpu", "--out", str(tmp_path / "out")],
+                 ["bench", "step", "--device", "gpu"], ["selfcheck"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("avb-minimal: error: --device gpu: cupy is") and "\n" not in err, err
+        assert "cupy-cuda13x" in err and "cupy-cuda12x" in err
+    assert list(tmp_path.iterdir()) == []                  # no folder, no checkpoint
+
+
+def test_selfcheck_runs_and_writes_one_json(tmp_path, capsys):
+    """The self-check's code path, on the CPU (its device tests are this file: skipped here)."""
+    import json
+
+    from avb_minimal.__main__ import main
+    out = tmp_path / "selfcheck.json"
+    assert main(["selfcheck", "--device", "cpu", "--no-tests", "--sizes", "32x16,64x16", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["device"] == "cpu" and r["device_name"].startswith("CPU")
+    assert [(s["batch"], s["width"]) for s in r["bench_step"]] == [(32, 16), (64, 16)]
+    assert all(s["ms_per_step"] > 0 for s in r["bench_step"]) and r["bench_ops"]["backends"]
+    assert set(r["table1_quick"]) >= set(M.KINDS)
+    assert "quick Table 1 on cpu" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--sizes takes BATCHxWIDTH"):
+        from avb_minimal.fast.selfcheck import parse_sizes
+        parse_sizes("512,512")
