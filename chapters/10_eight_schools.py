@@ -29,6 +29,12 @@ import dataclasses
 import os
 import time
 
+# One BLAS thread unless you say otherwise: these small matrices run faster on one
+# thread than on several fighting for the cores.  It must be set before numpy loads;
+# to override, export OPENBLAS_NUM_THREADS (or OMP_ / MKL_NUM_THREADS) yourself.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import numpy as np
 
 from avb_minimal import eight_schools as ES
