@@ -1,7 +1,7 @@
 """Chapter 01 - The ELBO of a VAE, and the gap a Gaussian posterior leaves.
 
 Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
-(seed 001): section 2, eq. (2.1)-(2.4); section 5.2 (the 4-point dataset), Fig. 6a and
+(https://arxiv.org/abs/1701.04722): section 2, eq. (2.1)-(2.4); section 5.2 (the 4-point dataset), Fig. 6a and
 the VAE column of Table 1.
 
 A VAE maximises the evidence lower bound (ELBO, eq. 2.1) instead of log p(x) (eq. 2.3),

@@ -1,7 +1,7 @@
 """Chapter 02 - The implicit encoder z = g(x, eps), and why log q(z|x) is out of reach.
 
 Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
-(seed 001): section 3 and Fig. 2 (a: the VAE's Gaussian encoder, b: the black-box
+(https://arxiv.org/abs/1701.04722): section 3 and Fig. 2 (a: the VAE's Gaussian encoder, b: the black-box
 encoder with the noise as an *input*); section 3.1, eq. (3.1)-(3.2).
 
 The VAE's encoder outputs a mean and a variance and adds the noise at the very end,

@@ -1,7 +1,7 @@
 """Chapter 04 - Proposition 2: the adversary's own dependence on phi can be ignored.
 
 Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
-(seed 001): section 3.1, eq. (3.5)-(3.7) and Proposition 2 (eq. 3.6); supplement I,
+(https://arxiv.org/abs/1701.04722): section 3.1, eq. (3.5)-(3.7) and Proposition 2 (eq. 3.6); supplement I,
 eq. (I.5)-(I.6).
 
 The optimal adversary T*(x, z) = log q_phi(z|x) - log p(z) depends on the encoder's

@@ -1,7 +1,7 @@
 """Chapter 05 - Adversarial Variational Bayes on the 4-point data (Algorithm 1, Table 1, Fig. 6).
 
 Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
-(seed 001): section 3.1-3.2, eq. (3.5) and (3.7), Algorithm 1; section 5.2, Table 1
+(https://arxiv.org/abs/1701.04722): section 3.1-3.2, eq. (3.5) and (3.7), Algorithm 1; section 5.2, Table 1
 and Fig. 6b.
 
 Chapters 02-04 gave the pieces: an implicit encoder z = g_phi(x, eps), an adversary

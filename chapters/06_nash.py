@@ -1,7 +1,7 @@
 """Chapter 06 - At the Nash equilibrium T is the pointwise mutual information.
 
 Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
-(seed 001): section 3.3, Proposition 3 (eq. 3.8) and Corollary 4 (eq. 3.9);
+(https://arxiv.org/abs/1701.04722): section 3.3, Proposition 3 (eq. 3.8) and Corollary 4 (eq. 3.9);
 supplement I, eq. (I.7)-(I.11).
 
 Proposition 3: at a Nash equilibrium (theta*, phi*, T*) of the game of eq. (3.3) and

@@ -1,7 +1,7 @@
 """Chapter 07 - Adaptive contrast: compare q(z|x) with a Gaussian that is already close.
 
 Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
-(seed 001): section 4, eq. (4.1)-(4.3); supplement II, Algorithm 2; supplement III,
+(https://arxiv.org/abs/1701.04722): section 4, eq. (4.1)-(4.3); supplement II, Algorithm 2; supplement III,
 eq. (III.1)-(III.3) (the noise-basis encoder).
 
 Logistic regression estimates a log density ratio well when the two densities are

@@ -1,7 +1,7 @@
 """Chapter 9: black-box variational inference with AVB on 2-d toy densities (Figure 1).
 
-Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017,
-sec. 5.1 and Figure 1; Algorithm 2 (supplement II) with the model term
+Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
+(https://arxiv.org/abs/1701.04722), sec. 5.1 and Figure 1; Algorithm 2 (supplement II) with the model term
 log p_theta(x, z) replaced by an unnormalised target log p~(z).
 
 Equations

@@ -1,6 +1,7 @@
 """Chapter 10: Eight Schools, AVB against Gaussian VB and HMC (paper sec. 5.1, Figures 3 and 4).
 
-Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017, sec. 5.1;
+Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
+(https://arxiv.org/abs/1701.04722), sec. 5.1;
 the model is Gelman et al. (2014)'s Eight Schools with tau left unconstrained.
 
 Equations

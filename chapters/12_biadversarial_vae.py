@@ -1,7 +1,8 @@
 """Chapter 12 - The Biadversarial VAE: two adversaries, and what their game optimises.
 
-Paper: Fickinger, "Biadversarial Variational Autoencoder" (seed 002), eq. (6)-(19); compared
-with Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes" (seed 001), sec. 3 and 5.2.
+Paper: A. Fickinger, "Biadversarial Variational Autoencoder" (Ecole Polytechnique; code at
+https://github.com/ArnaudFickinger/BAVAE), eq. (6)-(19); compared with Mescheder, Nowozin &
+Geiger, "Adversarial Variational Bayes", ICML 2017 (https://arxiv.org/abs/1701.04722), sec. 3 and 5.2.
 
 The BAVAE replaces *both* terms of the ELBO by adversaries (avb_minimal.bavae):
 - encoder adversary D_phi(x, z), eq. (6): pairs (x, z ~ q(z|x)) against (x, z ~ p(z));
@@ -69,7 +70,7 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"]
 
 
 def parse_args(argv=None):
-    return chapter_args("Chapter 12: the Biadversarial VAE (seed 002, eq. 6, 14, 19) against AVB.",
+    return chapter_args("Chapter 12: the Biadversarial VAE (Fickinger; eq. 6, 14, 19) against AVB.",
                         "few training steps (seconds; for tests)", "longer training (a few minutes)",
                         DEFAULT_OUT, argv, data=True)
 

@@ -1,7 +1,7 @@
 """Chapter 13 - Binarized MNIST: noise-basis encoder, the sec. 5.2 adversary, and AIS (Table 2).
 
 Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
-(seed 001): section 5.2 (the MNIST experiments and their adversary), Table 2, and
+(https://arxiv.org/abs/1701.04722): section 5.2 (the MNIST experiments and their adversary), Table 2, and
 supplement III, eq. (III.1)-(III.3) (the noise-basis encoder used with adaptive contrast).
 
 On a 784-pixel dataset the ELBO can no longer be checked by integrating over z, and
