@@ -52,6 +52,7 @@ from avb_minimal.distributions import bernoulli_loglik, log_normal_diag, log_std
 from avb_minimal.experiments import table1_settings  # noqa: E402
 from avb_minimal.optim import Adam, adam_init, adam_step  # noqa: E402
 from avb_minimal.train import train  # noqa: E402
+from avb_minimal.progress import Progress  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "runs", "chapters")
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"]
@@ -124,6 +125,7 @@ def fit_implicit_encoder(arch, data, steps, seed):
     state = adam_init(enc)
     loss = lambda p, x, e, y: anp.mean(anp.sum((M.implicit_encoder(p, x, e, arch) - y) ** 2, 1))  # noqa: E731
     g = grad(loss)
+    prog = Progress(steps, "fitting the implicit encoder")
     for it in range(steps):
         idx = rng.integers(0, 4, 512)
         eps = rng.standard_normal((512, arch.eps_dim)).astype(np.float32)           # (B, 64)
@@ -131,6 +133,7 @@ def fit_implicit_encoder(arch, data, steps, seed):
         for i in range(4):
             y[idx == i] = target_sampler(i, eps[idx == i])
         enc, state = adam_step(opt, enc, g(enc, data[idx], eps, y), state, opt.lr * (1 - 0.9 * it / steps))
+        prog.update(it + 1)
     return enc
 
 
@@ -212,7 +215,7 @@ def main(argv=None):
 
     # a Gaussian encoder worth looking at: the VAE of Table 1, quick settings (~2 s)
     varch, cfgs, _ = table1_settings(quick=True)
-    vae, _ = train("vae", data, varch, cfgs["vae"], seed=args.seed)
+    vae, _ = train("vae", data, varch, cfgs["vae"], seed=args.seed, quiet=False, desc="training a VAE")
     vae64 = {k: [(W.astype(np.float64), b.astype(np.float64)) for W, b in v] for k, v in vae.items()}
     check_eq31(vae64, varch, rng, 40000 if args.quick else 200000)
 

@@ -134,7 +134,7 @@ def main(argv=None):
     models, curves, results = {}, {}, {"settings": {"seeds": [args.seed]}, "models": {}}
     for kind in ("vae", "avb"):
         params, info = train(kind, data, arch, cfgs[kind], seed=args.seed, eval_fn=eval_fn,
-                             eval_every=cfgs[kind].log_every)
+                             eval_every=cfgs[kind].log_every, quiet=False, desc=f"training {kind.upper()}")
         res = E.evaluate_model(params, kind, data, arch, np.random.default_rng(10_000 + args.seed),
                                grid_n=ev["grid_n"], n_samples=ev["n_samples"])
         res["wall_seconds"] = info["wall_seconds"]

@@ -181,7 +181,7 @@ def main(argv=None):
     data = four_points()
     arch, cfg, ev = settings(args)
     print(f"training AVB (Algorithm 1): hidden {arch.hidden}, {cfg.iters} steps, batch {cfg.batch}")
-    params, info = train("avb", data, arch, cfg, seed=args.seed)
+    params, info = train("avb", data, arch, cfg, seed=args.seed, quiet=False, desc="training AVB")
     print(f"trained in {info['wall_seconds']:.1f} s")
 
     # %% Cor. 4.1: how close theta is to a maximum-likelihood fit

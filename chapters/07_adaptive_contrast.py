@@ -57,6 +57,7 @@ from avb_minimal.distributions import log_normal_diag, log_std_normal  # noqa: E
 from avb_minimal.nn import tree_flatten  # noqa: E402
 from avb_minimal.ops import bernoulli_loglik, softplus  # noqa: E402
 from avb_minimal.optim import Adam, adam_init, adam_step  # noqa: E402
+from avb_minimal.progress import Progress  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "runs", "chapters")
 DATA = four_points()
@@ -175,6 +176,7 @@ def train_adversary(arch, steps, batch, seed, ac, test, every):
                                                    M.adversary_all_pairs(a, x, zn, arch)))
     idx_t, zq_t, true_t = test
     curve = []
+    prog = Progress(steps, "training T with adaptive contrast" if ac else "training T")
     for it in range(steps + 1):
         if it % every == 0 or it == steps:
             est = log_ratio_estimate(adv, arch, idx_t, zq_t, ac)
@@ -187,6 +189,7 @@ def train_adversary(arch, steps, batch, seed, ac, test, every):
         zneg = rng.standard_normal((batch, 2)).astype(np.float32)     # p(z) = N(0, I) = r_0 as well
         scale = 1.0 - 0.95 * max(0.0, it / steps - 0.5) / 0.5
         adv, state = adam_step(opt, adv, g(adv, DATA[idx], zpos, zneg), state, opt.lr * scale)
+        prog.update(it + 1)
     return adv, curve
 
 

@@ -57,6 +57,7 @@ from avb_minimal import related as R  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
 from avb_minimal.distributions import kl_diag_normal_std, log_normal_diag, log_std_normal  # noqa: E402
 from avb_minimal.optim import Adam, adam_init, adam_step  # noqa: E402
+from avb_minimal.progress import Progress  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "runs", "chapters")
 DATA = four_points()
@@ -166,6 +167,8 @@ def train_T(kind, arch, sampler, steps, batch, seed, lr=2e-3, every=None, probe=
     opt = Adam(lr, 0.9, 0.999)
     state = adam_init(adv)
     curve = []
+    prog = Progress(steps, "training " + {"avb": "AVB's T(x, z), eq. (3.3)", "aae": "AAE's T(z), eq. (6.3)",
+                                          "fgan": "f-GAN's T(x, z), eq. (6.10)"}[kind])
     for it in range(steps + 1):
         if probe is not None and (it % every == 0 or it == steps):
             curve.append((it, probe(adv)))
@@ -176,6 +179,7 @@ def train_T(kind, arch, sampler, steps, batch, seed, lr=2e-3, every=None, probe=
         zp = rng.standard_normal((batch, 2)).astype(np.float32)
         scale = 1.0 - 0.95 * max(0.0, it / steps - 0.5) / 0.5
         adv, state = adam_step(opt, adv, g(adv, DATA[idx], zq, zp), state, opt.lr * scale)
+        prog.update(it + 1)
     return adv, curve
 
 

@@ -93,7 +93,8 @@ else:
 vb = {}
 for name, t in toys.items():
     for fam in vi.FAMILIES:
-        params, info = vi.fit_gaussian_vb(t, cfg=vi.VBConfig(fam, **vb_cfg), seed=args.seed)
+        params, info = vi.fit_gaussian_vb(t, cfg=vi.VBConfig(fam, **vb_cfg), seed=args.seed,
+                                          quiet=False, desc=f"Gaussian VB ({fam}) on {name}")
         q = vi.sample_gaussian_vb(params, rng, n_eval)
         # same scoring rule as AVB (k-NN entropy); the closed-form entropy is printed beside it
         vb[name, fam] = {"samples": q, "kl": vi.kl_to_target_grid(q, t, log_z=log_z[name]),
@@ -116,7 +117,7 @@ else:
                            lr_gen=1e-3, lr_adv=2e-3, decay_from=0.5)
 avb = {}
 for name, t in toys.items():
-    params, info = vi.fit_avb(t, cfg=avb_cfg, seed=args.seed)
+    params, info = vi.fit_avb(t, cfg=avb_cfg, seed=args.seed, quiet=False, desc=f"AVB on {name}")
     q = vi.sample_avb(params, rng, n_eval)
     kl = vi.kl_to_target_grid(q, t, log_z=log_z[name])
     # the adversary's own ELBO estimate trusts T = T*: compare with the honest log Z - KL

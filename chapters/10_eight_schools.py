@@ -86,7 +86,7 @@ print("symmetry: log p~(mu, -tau, -eta) = log p~(mu, tau, eta) on 1000 random z 
 # Warm-up adapts one step size per chain by dual averaging and a diagonal mass
 # matrix from the pooled draws.  Trust the draws only if R-hat ~ 1 on every
 # coordinate and divergences are rare; report divergences, do not hide them.
-h = ES.hmc_ground_truth(target, settings, seed=args.seed)
+h = ES.hmc_ground_truth(target, settings, seed=args.seed, quiet=False)
 draws = h["samples"].reshape(-1, 10)
 print(f"HMC: {h['chains']} chains x {h['n_samples']} draws, accept {h['accept_rate']:.2f}, "
       f"divergences {h['divergences']} (warm-up {h['warmup_divergences']}), {h['wall_seconds']:.0f} s")
@@ -109,7 +109,7 @@ print(f"k-NN KL between two disjoint HMC subsamples (the estimator's floor): {fl
 # adversary, two adversary steps per sampler step (settings in eight_schools_settings).
 kl, neg, samples, curves = {}, {}, {}, {}
 for m in ES.METHODS:
-    sample, info = ES.fit_method(m, target, settings, args.seed, ref[:settings["n_kl_curve"]])
+    sample, info = ES.fit_method(m, target, settings, args.seed, ref[:settings["n_kl_curve"]], quiet=False)
     q = sample(np.random.default_rng(1), settings["n_kl"])
     kl[m] = vi.kl_to_samples(q, ref)
     neg[m] = float(np.mean(q[:, 1] < 0))

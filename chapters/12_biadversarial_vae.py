@@ -126,11 +126,11 @@ def train_three(args):
                              checkpoint_every=iters))
     runs = {}
     t = time.perf_counter()
-    p, _ = train("avb", DATA, arch, cfg, seed=args.seed)
+    p, _ = train("avb", DATA, arch, cfg, seed=args.seed, quiet=False, desc="AVB")
     runs["AVB"] = ("avb", p, time.perf_counter() - t)
     for name, rec in (("BAVAE (eq. 6 + 14)", "adversary"), ("ablation: eq. 6 + exact recon.", "exact")):
         t = time.perf_counter()
-        p, _ = BV.train_bavae(DATA, arch, cfg, seed=args.seed, reconstruction=rec)
+        p, _ = BV.train_bavae(DATA, arch, cfg, seed=args.seed, reconstruction=rec, quiet=False, desc=name)
         runs[name] = ("bavae", p, time.perf_counter() - t)
     res = {}
     print(f"\n4-point data, 2 x 64 nets, {iters} iterations of batch {cfg.batch} each (seed {args.seed}):")
@@ -208,9 +208,9 @@ def mnist_section(args):
           f"{cfg.batch}; AIS {ev['ais_steps']} steps x {ev['ais_chains']} chains on {len(x_eval)} validation images")
     for kind in ("avb", "bavae", "bavae_exact"):
         if kind == "avb":
-            params, info = train("avb", x_train, arch, cfg, seed=args.seed, desc="mnist avb")
+            params, info = train("avb", x_train, arch, cfg, seed=args.seed, desc="mnist avb", quiet=False)
         else:
-            params, info = BV.train_bavae(x_train, arch, cfg, seed=args.seed, desc=f"mnist {kind}",
+            params, info = BV.train_bavae(x_train, arch, cfg, seed=args.seed, desc=f"mnist {kind}", quiet=False,
                                           reconstruction=BV.reconstruction_of(kind))
         r = MN.evaluate_mnist(params, kind, x_eval, arch, np.random.default_rng(10_000 + args.seed),
                               ev["ais_steps"], ev["ais_chains"], ev["leapfrog"], ev["elbo_samples"])

@@ -138,7 +138,7 @@ def run_table2(args, x_train, x_valid, rng):
                             iterations={k: c.iters for k, c in cfgs.items()}), }
     models = {}
     for kind in M.KINDS:
-        params, info = train(kind, x_train, arch, cfgs[kind], seed=args.seed, desc=f"mnist {kind}")
+        params, info = train(kind, x_train, arch, cfgs[kind], seed=args.seed, desc=f"mnist {kind}", quiet=False)
         r = MN.evaluate_mnist(params, kind, x_eval, arch, np.random.default_rng(10_000 + args.seed),
                               ev["ais_steps"], ev["ais_chains"], ev["leapfrog"], ev["elbo_samples"])
         r["wall_seconds"] = {"train": info["wall_seconds"], **r.pop("_seconds")}
