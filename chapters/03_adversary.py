@@ -30,7 +30,7 @@ What you will learn
   so its gradient cannot pull an encoder's samples away without limit) and what it
   does not (a better fit where the samples are), both on the same training budget.
 
-Run:  python chapters/03_adversary.py            (~RUNTIME s on 2 CPU cores)
+Run:  python chapters/03_adversary.py            (about a minute on 2 CPU cores)
       python chapters/03_adversary.py --quick    (seconds; the test suite)
       python chapters/03_adversary.py --full     (longer training, smaller errors)
 """
