@@ -17,8 +17,14 @@ setup(
     packages=find_packages(include=["avb_minimal", "avb_minimal.*"]) + ["avb_minimal.kernels"],
     package_dir={"avb_minimal.kernels": "kernels"},
     package_data={"avb_minimal.kernels": ["*.cu", "*.cuh", "*.h"]},
-    python_requires=">=3.9",
-    install_requires=["numpy>=1.24", "autograd>=1.6", "matplotlib>=3.5", "scipy>=1.9"],
+    license="MIT",
+    author="avb-minimal contributors",
+    # Floors tested together on Python 3.10: numpy 1.24.0, scipy 1.9.0, matplotlib 3.5.0,
+    # autograd 1.9.1, pytest 7.0.0.  autograd 1.6 fails to import under NumPy 2, and before
+    # 1.9.1 numpy's own reductions (np.sum of a traced array) raise inside grad; autograd
+    # 1.9 needs Python 3.10.
+    python_requires=">=3.10",
+    install_requires=["numpy>=1.24", "autograd>=1.9.1", "matplotlib>=3.5", "scipy>=1.9"],
     # the GPU path: cupy built for the machine's CUDA major version (nvidia-smi prints it)
     extras_require={"cuda13": ["cupy-cuda13x>=13"], "cuda12": ["cupy-cuda12x>=13"], "test": ["pytest>=7"]},
     entry_points={"console_scripts": ["avb-minimal=avb_minimal.__main__:main"]},

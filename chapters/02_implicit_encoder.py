@@ -1,7 +1,7 @@
 """Chapter 02 - The implicit encoder z = g(x, eps), and why log q(z|x) is out of reach.
 
 Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
-(seed 001): section 3 and Fig. 2 (a: the VAE's Gaussian encoder, b: the black-box
+(https://arxiv.org/abs/1701.04722): section 3 and Fig. 2 (a: the VAE's Gaussian encoder, b: the black-box
 encoder with the noise as an *input*); section 3.1, eq. (3.1)-(3.2).
 
 The VAE's encoder outputs a mean and a variance and adds the noise at the very end,
@@ -28,6 +28,12 @@ import os
 import sys
 import time
 
+# One BLAS thread unless you say otherwise: these small matrices run faster on one
+# thread than on several fighting for the cores.  It must be set before numpy loads;
+# to override, export OPENBLAS_NUM_THREADS (or OMP_ / MKL_NUM_THREADS) yourself.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -47,6 +53,7 @@ from avb_minimal.distributions import log_normal_diag, log_std_normal  # noqa: E
 from avb_minimal.experiments.table1 import table1_settings  # noqa: E402
 from avb_minimal.optim import Adam, adam_init, adam_step  # noqa: E402
 from avb_minimal.train import train  # noqa: E402
+from avb_minimal.progress import Progress  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "runs", "chapters")
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"]
@@ -119,6 +126,7 @@ def fit_implicit_encoder(arch, data, steps, seed):
     state = adam_init(enc)
     loss = lambda p, x, e, y: anp.mean(anp.sum((M.implicit_encoder(p, x, e, arch.act) - y) ** 2, 1))  # noqa: E731
     g = grad(loss)
+    prog = Progress(steps, "fitting the implicit encoder")
     for it in range(steps):
         idx = rng.integers(0, 4, 512)
         eps = rng.standard_normal((512, arch.eps_dim)).astype(np.float32)           # (B, 64)
@@ -126,6 +134,7 @@ def fit_implicit_encoder(arch, data, steps, seed):
         for i in range(4):
             y[idx == i] = target_sampler(i, eps[idx == i])
         enc, state = adam_step(opt, enc, g(enc, data[idx], eps, y), state, opt.lr * (1 - 0.9 * it / steps))
+        prog.update(it + 1)
     return enc
 
 
@@ -207,7 +216,7 @@ def main(argv=None):
 
     # a Gaussian encoder worth looking at: the VAE of Table 1, quick settings (~2 s)
     varch, cfgs, _ = table1_settings(quick=True)
-    vae, _ = train("vae", data, varch, cfgs["vae"], seed=args.seed)
+    vae, _ = train("vae", data, varch, cfgs["vae"], seed=args.seed, quiet=False, desc="training a VAE")
     vae64 = {k: [(W.astype(np.float64), b.astype(np.float64)) for W, b in v] for k, v in vae.items()}
     check_eq31(vae64, varch, rng, 40000 if args.quick else 200000)
 

@@ -1,7 +1,7 @@
 """Chapter 04 - Proposition 2: the adversary's own dependence on phi can be ignored.
 
 Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
-(seed 001): section 3.1, eq. (3.5)-(3.7) and Proposition 2 (eq. 3.6); supplement I,
+(https://arxiv.org/abs/1701.04722): section 3.1, eq. (3.5)-(3.7) and Proposition 2 (eq. 3.6); supplement I,
 eq. (I.5)-(I.6).
 
 The optimal adversary T*(x, z) = log q_phi(z|x) - log p(z) depends on the encoder's
@@ -32,6 +32,12 @@ Run:  python chapters/04_gradient_identity.py            (~3 s on 2 CPU cores)
 import os
 import sys
 import time
+
+# One BLAS thread unless you say otherwise: these small matrices run faster on one
+# thread than on several fighting for the cores.  It must be set before numpy loads;
+# to override, export OPENBLAS_NUM_THREADS (or OMP_ / MKL_NUM_THREADS) yourself.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import autograd.numpy as anp
 import matplotlib

@@ -1,7 +1,7 @@
 """Chapter 05 - Adversarial Variational Bayes on the 4-point data (Algorithm 1, Table 1, Fig. 6).
 
 Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
-(seed 001): section 3.1-3.2, eq. (3.5) and (3.7), Algorithm 1; section 5.2, Table 1
+(https://arxiv.org/abs/1701.04722): section 3.1-3.2, eq. (3.5) and (3.7), Algorithm 1; section 5.2, Table 1
 and Fig. 6b.
 
 Chapters 02-04 gave the pieces: an implicit encoder z = g_phi(x, eps), an adversary
@@ -30,6 +30,12 @@ import dataclasses
 import os
 import sys
 import time
+
+# One BLAS thread unless you say otherwise: these small matrices run faster on one
+# thread than on several fighting for the cores.  It must be set before numpy loads;
+# to override, export OPENBLAS_NUM_THREADS (or OMP_ / MKL_NUM_THREADS) yourself.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import autograd.numpy as anp
 import numpy as np
@@ -128,7 +134,7 @@ def main(argv=None):
     models, curves, results = {}, {}, {"settings": {"seeds": [args.seed]}, "models": {}}
     for kind in ("vae", "avb"):
         params, info = train(kind, data, arch, cfgs[kind], seed=args.seed, eval_fn=eval_fn,
-                             eval_every=cfgs[kind].log_every)
+                             eval_every=cfgs[kind].log_every, quiet=False, desc=f"training {kind.upper()}")
         res = E.evaluate_model(params, kind, data, arch, np.random.default_rng(10_000 + args.seed),
                                grid_n=ev["grid_n"], n_samples=ev["n_samples"])
         res["wall_seconds"] = info["wall_seconds"]

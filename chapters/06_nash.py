@@ -1,7 +1,7 @@
 """Chapter 06 - At the Nash equilibrium T is the pointwise mutual information.
 
 Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
-(seed 001): section 3.3, Proposition 3 (eq. 3.8) and Corollary 4 (eq. 3.9);
+(https://arxiv.org/abs/1701.04722): section 3.3, Proposition 3 (eq. 3.8) and Corollary 4 (eq. 3.9);
 supplement I, eq. (I.7)-(I.11).
 
 Proposition 3: at a Nash equilibrium (theta*, phi*, T*) of the game of eq. (3.3) and
@@ -31,6 +31,12 @@ import dataclasses
 import os
 import sys
 import time
+
+# One BLAS thread unless you say otherwise: these small matrices run faster on one
+# thread than on several fighting for the cores.  It must be set before numpy loads;
+# to override, export OPENBLAS_NUM_THREADS (or OMP_ / MKL_NUM_THREADS) yourself.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import matplotlib
 
@@ -175,7 +181,7 @@ def main(argv=None):
     data = four_points()
     arch, cfg, ev = settings(args)
     print(f"training AVB (Algorithm 1): hidden {arch.hidden}, {cfg.iters} steps, batch {cfg.batch}")
-    params, info = train("avb", data, arch, cfg, seed=args.seed)
+    params, info = train("avb", data, arch, cfg, seed=args.seed, quiet=False, desc="training AVB")
     print(f"trained in {info['wall_seconds']:.1f} s")
 
     # %% Cor. 4.1: how close theta is to a maximum-likelihood fit

@@ -1,7 +1,7 @@
 """Chapter 07 - Adaptive contrast: compare q(z|x) with a Gaussian that is already close.
 
 Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
-(seed 001): section 4, eq. (4.1)-(4.3); supplement II, Algorithm 2; supplement III,
+(https://arxiv.org/abs/1701.04722): section 4, eq. (4.1)-(4.3); supplement II, Algorithm 2; supplement III,
 eq. (III.1)-(III.3) (the noise-basis encoder).
 
 Logistic regression estimates a log density ratio well when the two densities are
@@ -34,6 +34,12 @@ import os
 import sys
 import time
 
+# One BLAS thread unless you say otherwise: these small matrices run faster on one
+# thread than on several fighting for the cores.  It must be set before numpy loads;
+# to override, export OPENBLAS_NUM_THREADS (or OMP_ / MKL_NUM_THREADS) yourself.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import autograd.numpy as anp
 import matplotlib
 
@@ -51,6 +57,7 @@ from avb_minimal.distributions import log_normal_diag, log_std_normal  # noqa: E
 from avb_minimal.trees import tree_flatten  # noqa: E402
 from avb_minimal.ops import bernoulli_loglik, softplus  # noqa: E402
 from avb_minimal.optim import Adam, adam_init, adam_step  # noqa: E402
+from avb_minimal.progress import Progress  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "runs", "chapters")
 DATA = four_points()
@@ -169,6 +176,7 @@ def train_adversary(arch, steps, batch, seed, ac, test, every):
                                                    M.adversary_all_pairs(a, x, zn, arch.act)))
     idx_t, zq_t, true_t = test
     curve = []
+    prog = Progress(steps, "training T with adaptive contrast" if ac else "training T")
     for it in range(steps + 1):
         if it % every == 0 or it == steps:
             est = log_ratio_estimate(adv, arch, idx_t, zq_t, ac)
@@ -181,6 +189,7 @@ def train_adversary(arch, steps, batch, seed, ac, test, every):
         zneg = rng.standard_normal((batch, 2)).astype(np.float32)     # p(z) = N(0, I) = r_0 as well
         scale = 1.0 - 0.95 * max(0.0, it / steps - 0.5) / 0.5
         adv, state = adam_step(opt, adv, g(adv, DATA[idx], zpos, zneg), state, opt.lr * scale)
+        prog.update(it + 1)
     return adv, curve
 
 

@@ -1,7 +1,7 @@
 """Chapter 08 - Related work as variations of the adversary: AAE, f-GAN, BiGAN.
 
 Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
-(seed 001): section 6.1-6.4, eq. (6.1)-(6.10).
+(https://arxiv.org/abs/1701.04722): section 6.1-6.4, eq. (6.1)-(6.10).
 
 - 6.1 VAEs: AVB optimises the same ELBO, with the KL (6.1) estimated by an adversary
   instead of a closed form.  Here: both adversaries below estimate a Gaussian KL that
@@ -35,6 +35,12 @@ import os
 import sys
 import time
 
+# One BLAS thread unless you say otherwise: these small matrices run faster on one
+# thread than on several fighting for the cores.  It must be set before numpy loads;
+# to override, export OPENBLAS_NUM_THREADS (or OMP_ / MKL_NUM_THREADS) yourself.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -51,6 +57,7 @@ from avb_minimal import related as R  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
 from avb_minimal.distributions import kl_diag_normal_std, log_normal_diag, log_std_normal  # noqa: E402
 from avb_minimal.optim import Adam, adam_init, adam_step  # noqa: E402
+from avb_minimal.progress import Progress  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "runs", "chapters")
 DATA = four_points()
@@ -73,8 +80,8 @@ def minimise_table(loss, n):
 def check_pointwise():
     """Two data points, three latent states, q(z|x) and p(z) in tenths; samples in exact
     proportions.  T(z) without x (6.3) converges to log q(z) - log p(z), q(z) aggregated
-    (6.4); the f-GAN loss (6.10) to 1 + log q(z|x) - log p(z); seed 003's critic
-    E_q[exp(T) - T] to the constant 0 (it never sees p at all)."""
+    (6.4); the f-GAN loss (6.10) to 1 + log q(z|x) - log p(z); the critic of a tutorial on
+    implicit posteriors, E_q[exp(T) - T], to the constant 0 (it never sees p at all)."""
     qzx = np.array([[6, 3, 1], [1, 3, 6]]) / 10
     p = np.array([3, 4, 3]) / 10
     zq = [np.repeat(np.arange(3), (10 * qzx[i]).astype(int)) for i in range(2)]
@@ -90,14 +97,14 @@ def check_pointwise():
     assert np.allclose(T_f, R.fgan_optimum(np.log(qzx), np.log(p)), atol=1e-5)
     kl = np.sum(qzx * np.log(qzx / p), axis=1)
     assert np.allclose([R.fgan_kl_estimate(T_f[i][zq[i]], T_f[i][zp]) for i in range(2)], kl, atol=1e-8)
-    # seed 003's critic objective E_q[exp(T) - T]: the optimum is T = 0 whatever q and p are
+    # the tutorial's critic objective E_q[exp(T) - T]: the optimum is T = 0 whatever q and p are
     T_003 = minimise_table(lambda T: np.mean(np.exp(T[zq[0]]) - T[zq[0]]), 3)
     assert np.allclose(T_003, 0, atol=1e-5)
     print("eq. (6.3)-(6.4): T(z) without x ->", np.round(T_aae, 4), "= log q(z) - log p(z) (aggregated)  [ok]")
     print("   AVB's T(x, z) for x1, x2    ->", np.round(T_avb, 4).tolist(), "(per-x; T(z) cannot represent both)")
     print("eq. (6.10): f-GAN T           ->", np.round(T_f, 4).tolist(), "= 1 + log q(z|x) - log p(z);"
           f" -loss = KL = {np.round(kl, 4)}  [ok]")
-    print("seed 003's E_q[exp(T) - T]    ->", np.round(T_003, 6), "= 0 for every z: no information about q/p")
+    print("tutorial's E_q[exp(T) - T]     ->", np.round(T_003, 6), "= 0 for every z: no information about q/p")
 
 
 # %% eq. (6.5): aggregated posterior = prior, q(z|x) != posterior (exact, on a grid)
@@ -160,6 +167,8 @@ def train_T(kind, arch, sampler, steps, batch, seed, lr=2e-3, every=None, probe=
     opt = Adam(lr, 0.9, 0.999)
     state = adam_init(adv)
     curve = []
+    prog = Progress(steps, "training " + {"avb": "AVB's T(x, z), eq. (3.3)", "aae": "AAE's T(z), eq. (6.3)",
+                                          "fgan": "f-GAN's T(x, z), eq. (6.10)"}[kind])
     for it in range(steps + 1):
         if probe is not None and (it % every == 0 or it == steps):
             curve.append((it, probe(adv)))
@@ -170,6 +179,7 @@ def train_T(kind, arch, sampler, steps, batch, seed, lr=2e-3, every=None, probe=
         zp = rng.standard_normal((batch, 2)).astype(np.float32)
         scale = 1.0 - 0.95 * max(0.0, it / steps - 0.5) / 0.5
         adv, state = adam_step(opt, adv, g(adv, DATA[idx], zq, zp), state, opt.lr * scale)
+        prog.update(it + 1)
     return adv, curve
 
 
@@ -273,7 +283,7 @@ WHAT_GOES_WRONG = """What goes wrong
   instability is not reproduced by this chapter, only the optimum and the bound are.
 - The value of (6.8) at the learned T is a lower bound on the KL; the ELBO built from it is therefore an
   *upper* bound on the true ELBO - no more a bound on log p(x) than eq. (3.5) with the GAN T.
-- Seed 003's critic objective E_q[exp(T) - T] never looks at p: its optimum is T = 0 everywhere
+- The critic objective E_q[exp(T) - T] of a tutorial on implicit posteriors never looks at p: its optimum is T = 0 everywhere
   (checked above).  The reverse-KL form needs E_p[exp(T - 1)] - E_q[T], both expectations.
 - Swapping the two expectations in (6.10) (or the labels in 3.3) estimates the KL the other way round."""
 

@@ -1,6 +1,7 @@
 """Chapter 10: Eight Schools, AVB against Gaussian VB and HMC (paper sec. 5.1, Figures 3 and 4).
 
-Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017, sec. 5.1;
+Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
+(https://arxiv.org/abs/1701.04722), sec. 5.1;
 the model is Gelman et al. (2014)'s Eight Schools with tau left unconstrained.
 
 Equations
@@ -28,6 +29,12 @@ Run:  python chapters/10_eight_schools.py            (~80 s on 2 CPU cores)
 import dataclasses
 import os
 import time
+
+# One BLAS thread unless you say otherwise: these small matrices run faster on one
+# thread than on several fighting for the cores.  It must be set before numpy loads;
+# to override, export OPENBLAS_NUM_THREADS (or OMP_ / MKL_NUM_THREADS) yourself.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import numpy as np
 
@@ -79,7 +86,7 @@ print("symmetry: log p~(mu, -tau, -eta) = log p~(mu, tau, eta) on 1000 random z 
 # Warm-up adapts one step size per chain by dual averaging and a diagonal mass
 # matrix from the pooled draws.  Trust the draws only if R-hat ~ 1 on every
 # coordinate and divergences are rare; report divergences, do not hide them.
-h = ES.hmc_ground_truth(target, settings, seed=args.seed)
+h = ES.hmc_ground_truth(target, settings, seed=args.seed, quiet=False)
 draws = h["samples"].reshape(-1, 10)
 print(f"HMC: {h['chains']} chains x {h['n_samples']} draws, accept {h['accept_rate']:.2f}, "
       f"divergences {h['divergences']} (warm-up {h['warmup_divergences']}), {h['wall_seconds']:.0f} s")
@@ -102,7 +109,7 @@ print(f"k-NN KL between two disjoint HMC subsamples (the estimator's floor): {fl
 # adversary, two adversary steps per sampler step (settings in eight_schools_settings).
 kl, neg, samples, curves = {}, {}, {}, {}
 for m in ES.METHODS:
-    sample, info = ES.fit_method(m, target, settings, args.seed, ref[:settings["n_kl_curve"]])
+    sample, info = ES.fit_method(m, target, settings, args.seed, ref[:settings["n_kl_curve"]], quiet=False)
     q = sample(np.random.default_rng(1), settings["n_kl"])
     kl[m] = vi.kl_to_samples(q, ref)
     neg[m] = float(np.mean(q[:, 1] < 0))

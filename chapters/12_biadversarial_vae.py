@@ -1,7 +1,8 @@
 """Chapter 12 - The Biadversarial VAE: two adversaries, and what their game optimises.
 
-Paper: Fickinger, "Biadversarial Variational Autoencoder" (seed 002), eq. (6)-(19); compared
-with Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes" (seed 001), sec. 3 and 5.2.
+Paper: A. Fickinger, "Biadversarial Variational Autoencoder" (Ecole Polytechnique; code at
+https://github.com/ArnaudFickinger/BAVAE), eq. (6)-(19); compared with Mescheder, Nowozin &
+Geiger, "Adversarial Variational Bayes", ICML 2017 (https://arxiv.org/abs/1701.04722), sec. 3 and 5.2.
 
 The BAVAE replaces *both* terms of the ELBO by adversaries (avb_minimal.bavae):
 - encoder adversary D_phi(x, z), eq. (6): pairs (x, z ~ q(z|x)) against (x, z ~ p(z));
@@ -38,6 +39,12 @@ import os
 import sys
 import time
 
+# One BLAS thread unless you say otherwise: these small matrices run faster on one
+# thread than on several fighting for the cores.  It must be set before numpy loads;
+# to override, export OPENBLAS_NUM_THREADS (or OMP_ / MKL_NUM_THREADS) yourself.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -63,7 +70,7 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"]
 
 
 def parse_args(argv=None):
-    return chapter_args("Chapter 12: the Biadversarial VAE (seed 002, eq. 6, 14, 19) against AVB.",
+    return chapter_args("Chapter 12: the Biadversarial VAE (Fickinger; eq. 6, 14, 19) against AVB.",
                         "few training steps (seconds; for tests)", "longer training (a few minutes)",
                         DEFAULT_OUT, argv, data=True)
 
@@ -119,11 +126,11 @@ def train_three(args):
                              checkpoint_every=iters))
     runs = {}
     t = time.perf_counter()
-    p, _ = train("avb", DATA, arch, cfg, seed=args.seed)
+    p, _ = train("avb", DATA, arch, cfg, seed=args.seed, quiet=False, desc="AVB")
     runs["AVB"] = ("avb", p, time.perf_counter() - t)
     for name, rec in (("BAVAE (eq. 6 + 14)", "adversary"), ("ablation: eq. 6 + exact recon.", "exact")):
         t = time.perf_counter()
-        p, _ = BV.train_bavae(DATA, arch, cfg, seed=args.seed, reconstruction=rec)
+        p, _ = BV.train_bavae(DATA, arch, cfg, seed=args.seed, reconstruction=rec, quiet=False, desc=name)
         runs[name] = ("bavae", p, time.perf_counter() - t)
     res = {}
     print(f"\n4-point data, 2 x 64 nets, {iters} iterations of batch {cfg.batch} each (seed {args.seed}):")
@@ -201,9 +208,9 @@ def mnist_section(args):
           f"{cfg.batch}; AIS {ev['ais_steps']} steps x {ev['ais_chains']} chains on {len(x_eval)} validation images")
     for kind in ("avb", "bavae", "bavae_exact"):
         if kind == "avb":
-            params, info = train("avb", x_train, arch, cfg, seed=args.seed, desc="mnist avb")
+            params, info = train("avb", x_train, arch, cfg, seed=args.seed, desc="mnist avb", quiet=False)
         else:
-            params, info = BV.train_bavae(x_train, arch, cfg, seed=args.seed, desc=f"mnist {kind}",
+            params, info = BV.train_bavae(x_train, arch, cfg, seed=args.seed, desc=f"mnist {kind}", quiet=False,
                                           reconstruction=BV.reconstruction_of(kind))
         r = MN.evaluate_mnist(params, kind, x_eval, arch, np.random.default_rng(10_000 + args.seed),
                               ev["ais_steps"], ev["ais_chains"], ev["leapfrog"], ev["elbo_samples"])

@@ -1,7 +1,7 @@
 """Chapter 13 - Binarized MNIST: noise-basis encoder, the sec. 5.2 adversary, and AIS (Table 2).
 
 Paper: Mescheder, Nowozin & Geiger, "Adversarial Variational Bayes", ICML 2017
-(seed 001): section 5.2 (the MNIST experiments and their adversary), Table 2, and
+(https://arxiv.org/abs/1701.04722): section 5.2 (the MNIST experiments and their adversary), Table 2, and
 supplement III, eq. (III.1)-(III.3) (the noise-basis encoder used with adaptive contrast).
 
 On a 784-pixel dataset the ELBO can no longer be checked by integrating over z, and
@@ -39,6 +39,12 @@ import dataclasses
 import os
 import sys
 import time
+
+# One BLAS thread unless you say otherwise: these small matrices run faster on one
+# thread than on several fighting for the cores.  It must be set before numpy loads;
+# to override, export OPENBLAS_NUM_THREADS (or OMP_ / MKL_NUM_THREADS) yourself.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import numpy as np
 
@@ -132,7 +138,7 @@ def run_table2(args, x_train, x_valid, rng):
                             iterations={k: c.iters for k, c in cfgs.items()}), }
     models = {}
     for kind in M.KINDS:
-        params, info = train(kind, x_train, arch, cfgs[kind], seed=args.seed, desc=f"mnist {kind}")
+        params, info = train(kind, x_train, arch, cfgs[kind], seed=args.seed, desc=f"mnist {kind}", quiet=False)
         r = MN.evaluate_mnist(params, kind, x_eval, arch, np.random.default_rng(10_000 + args.seed),
                               ev["ais_steps"], ev["ais_chains"], ev["leapfrog"], ev["elbo_samples"])
         r["wall_seconds"] = {"train": info["wall_seconds"], **r.pop("_seconds")}
