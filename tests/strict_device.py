@@ -5,8 +5,10 @@ the device path broke on a real GPU:
 
 1. implicit conversion to NumPy raises: ``np.asarray(dev)``, ``host[:] = dev``,
    ``dev.view(numpy.ndarray)`` (autograd's own ``concatenate`` does that);
-2. mixing a host array into a device operation raises: ``dev + host``, ``np.dot(host, dev)``,
-   ``dev[:] = host`` ("Unsupported type <class 'numpy.ndarray'>", as cupy says).
+2. mixing a host array into a device operation raises: ``dev + host``, ``np.dot(host, dev)``
+   ("Unsupported type <class 'numpy.ndarray'>", as cupy says); stricter than cupy, so is any
+   ``dev[...] = host`` (cupy copies a host array into ``dev[:]``, an exception the library
+   never relies on), and any ufunc that is not NumPy's (scipy.special's have no cupy kernel).
 
 Python and NumPy scalars mix freely, as with cupy.  The module object `strict` plays the
 part of the cupy module: `array_module(dev)` returns it, its functions mirror NumPy's, its
