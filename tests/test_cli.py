@@ -33,6 +33,7 @@ def test_bench_step_keys(tmp_path):
     r = json.loads(out.read_text())
     for key in ("ms_per_step", "gflop_per_step", "sgemm_gflops", "fraction_of_peak"):
         assert r[key] > 0
+    assert r["provenance"]["device"] == "cpu" and r["provenance"]["version"]   # where the figures come from
 
 
 def test_flop_rule_paper_widths():
