@@ -23,8 +23,8 @@ if "numpy" not in sys.modules and sys.argv[1:3] == ["bench", "step"]:
 
 import numpy as np  # noqa: E402
 
-from .argcheck import check_paths, non_negative_int, positive_int  # noqa: E402
-from .checkpoint import write_json  # noqa: E402
+from .argcheck import check_paths, non_negative_int, positive_int, seed_list  # noqa: E402
+from .checkpoint import package_version, write_json  # noqa: E402
 
 # Each command imports the modules it runs inside its own function: the experiments load
 # matplotlib and scipy, which would cost every command (even --help) a second at start-up.
@@ -39,13 +39,13 @@ def _kinds_list(s, valid):
 
 
 def _mnist_models(s):
-    """mnist also trains the Biadversarial VAE ('bavae', eq. 19 of seed 002) and its ablation."""
+    """mnist also trains the Biadversarial VAE ('bavae', its eq. 19) and its ablation."""
     from .experiments.mnist import MNIST_KINDS
     return _kinds_list(s, MNIST_KINDS)
 
 
 def _table1_models(s):
-    """table1 also trains the Biadversarial VAE ('bavae', seed 002)."""
+    """table1 also trains the Biadversarial VAE ('bavae')."""
     from .experiments.table1 import TABLE1_KINDS
     return _kinds_list(s, TABLE1_KINDS)
 
@@ -56,9 +56,34 @@ def _device_flag(p, default="cpu"):
                         "or cupy-cuda12x and an NVIDIA GPU)" + (" (default gpu)" if default == "gpu" else ""))
 
 
+def _step_flag(p, what="training"):
+    p.add_argument("--step", choices=["auto", "readable", "fast"], default="auto",
+                   help=f"which {what} step: the readable autograd one, the hand-written fast one (the same "
+                        "numbers, faster; refused where it does not apply), or auto: fast where it applies "
+                        "(default auto; the Biadversarial VAE always takes the readable step)")
+
+
+def _seed_flags(p, n_default):
+    """--seed S or --seeds N|A,B,...: one seed, the first N, or a list (mutually exclusive)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--seed", type=non_negative_int, default=None, metavar="S",
+                   help="run the one seed S")
+    g.add_argument("--seeds", type=seed_list, default=tuple(range(n_default)), metavar="N|A,B,...",
+                   help=f"N: the seeds 0..N-1; A,B,...: those seeds (a comma list; default {n_default}: "
+                        + ("seed 0)" if n_default == 1 else f"seeds 0..{n_default - 1})"))
+
+
+def _seeds(args):
+    return (args.seed,) if args.seed is not None else tuple(args.seeds)
+
+
 def _add_reproduce(sub):
     """`reproduce table1|eight-schools|mnist`: the paper's experiments."""
-    rep = sub.add_parser("reproduce", help="reproduce an experiment of the paper")
+    rep = sub.add_parser("reproduce", help="reproduce an experiment of the paper",
+                         description="Reproduce an experiment of the AVB paper (arXiv:1701.04722): Table 1 on "
+                                     "the 4-point dataset, Eight Schools (sec. 5.1) or Table 2 on binarized "
+                                     "MNIST.  Every JSON written records the command line, the version, the "
+                                     "git commit, the date, the BLAS threads and the device.")
     rsub = rep.add_subparsers(dest="experiment", required=True)
     t1 = rsub.add_parser("table1", help="Table 1 / Fig. 6: VAE, AVB, AVB+AC on the 4-point dataset",
                          description="Train VAE, AVB and AVB + adaptive contrast on the paper's 4-point "
@@ -71,10 +96,11 @@ def _add_reproduce(sub):
                          "named *_quick, apart from a full run's")
     t1.set_defaults(func=_table1)
     _device_flag(t1)
-    t1.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (0..N-1)")
+    _seed_flags(t1, 1)
+    _step_flag(t1)
     t1.add_argument("--models", type=_table1_models, default=["vae", "avb", "avb_ac"],
-                    help="comma list of vae,avb,avb_ac,bavae (bavae: the Biadversarial VAE of "
-                         "seed 002; default: vae,avb,avb_ac)")
+                    help="comma list of vae,avb,avb_ac,bavae (bavae: the Biadversarial VAE, "
+                         "Fickinger; default: vae,avb,avb_ac)")
     t1.add_argument("--json", metavar="PATH", help="write the results as JSON here")
     t1.add_argument("--out", metavar="DIR", default="runs/table1",
                     help="checkpoints (runs resume from them) and figures go here (default: runs/table1)")
@@ -85,11 +111,13 @@ def _add_reproduce(sub):
     es = rsub.add_parser("eight-schools", help="sec. 5.1: AVB vs Gaussian VB vs HMC on Eight Schools (Figs. 3, 4)",
                          description="HMC ground truth, then AVB (adaptive contrast), mean-field and "
                                      "full-rank Gaussian VB on the Eight Schools model with tau unconstrained; "
-                                     "KL to HMC by k-NN, the mass on tau < 0, and the marginal figures.")
+                                     "KL to HMC by k-NN, the mass on tau < 0, and the marginal figures.  "
+                                     "There is no --step: its AVB is black-box VI of a density (vi.py), which "
+                                     "has one readable step; --seed/--seeds pick the VI seeds (HMC: seed 0).")
     es.add_argument("--quick", action="store_true", help="short chains and few iterations (seconds)")
     es.set_defaults(func=_eight_schools)
     _device_flag(es)
-    es.add_argument("--seeds", type=positive_int, default=3, help="number of seeds (0..N-1)")
+    _seed_flags(es, 3)
     es.add_argument("--json", metavar="PATH", help="write the results as JSON here (default: OUT/results.json)")
     es.add_argument("--out", metavar="DIR", default="runs/eight_schools", help="figures go here")
     es.add_argument("--quiet", action="store_true", help="no progress output")
@@ -118,7 +146,7 @@ def _add_reproduce(sub):
                     help="checkpoints (runs resume from them) and the figure (default: runs/mnist)")
     mn.add_argument("--models", type=_mnist_models, default=["vae", "avb", "avb_ac"],
                     help="comma list of vae,avb,avb_ac,bavae,bavae_exact (default: vae,avb,avb_ac); "
-                         "bavae: the Biadversarial VAE (seed 002, eq. 19) with AVB's architecture and "
+                         "bavae: the Biadversarial VAE (Fickinger, eq. 19) with AVB's architecture and "
                          "settings; bavae_exact: its ablation, eq. (6) + the exact reconstruction term")
     mn.add_argument("--ais-examples", type=positive_int, default=None,
                     help="evaluate the first N rows of the split (default 2048; quick 64)")
@@ -128,29 +156,36 @@ def _add_reproduce(sub):
                     help="AIS chains per example (default 5)")
     mn.add_argument("--leapfrog", type=positive_int, default=None,
                     help="leapfrog steps per HMC transition (default 10)")
-    mn.add_argument("--seed", type=non_negative_int, default=0, help="training seed (default 0)")
+    _seed_flags(mn, 1)
+    _step_flag(mn)
     mn.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def _add_bench(sub):
     """`bench step|ops`: the speed of one training step and of the two hot ops."""
-    bench = sub.add_parser("bench", help="benchmarks")
+    bench = sub.add_parser("bench", help="benchmarks",
+                           description="Time one AVB training step against this machine's matrix-product "
+                                       "rate (bench step), or the two hot ops against their naive forms "
+                                       "(bench ops).")
     bsub = bench.add_subparsers(dest="what", required=True)
     bs = bsub.add_parser("step", help="time one AVB training step (Algorithm 1)",
                          description="Time one simultaneous AVB step (2 x 512 encoder and decoder, "
                                      "inner-product adversary of two 2 x 512 nets, batch 512, float32), "
                                      "count its FLOPs with the fixed rule 2B(3P_enc + 3P_dec + 2P_f + 5P_g) "
                                      "and compare with this machine's measured 1024 x 1024 sgemm rate.")
-    bs.add_argument("--batch", type=positive_int, default=512)
+    bs.add_argument("--batch", type=positive_int, default=512, help="batch size (default 512)")
     bs.set_defaults(func=_bench_step)
     _device_flag(bs)
-    bs.add_argument("--width", type=positive_int, default=512)
+    bs.add_argument("--width", type=positive_int, default=512,
+                    help="hidden width of every net, encoder, decoder and both adversary nets (default 512)")
     bs.add_argument("--steps", type=positive_int, default=30, help="timed steps (median)")
     bs.add_argument("--json", metavar="PATH", help="write the figures as JSON here")
     bs.add_argument("--step", choices=["auto", "readable", "fast"], default="auto",
                     help="which step to time: the hand-written fast path (auto: where supported) "
                          "or the readable autograd path")
-    bs.add_argument("--negatives", choices=["pairs", "all_pairs"], default="pairs")
+    bs.add_argument("--negatives", choices=["pairs", "all_pairs"], default="pairs",
+                    help="the adversary's negatives: pairs (x_i, z_i ~ p(z)), one per example, or all_pairs "
+                         "(every x_i with every prior z_j: B^2 negatives from one matrix product; default pairs)")
     bs.add_argument("--threads", type=positive_int, default=None,
                     help="BLAS threads for the step and the sgemm alike (sets OPENBLAS_NUM_THREADS "
                          "before numpy loads; default: the environment's)")
@@ -166,7 +201,8 @@ def _add_bench(sub):
     bs.add_argument("--time-to-result", metavar="KIND", choices=["avb", "avb_ac"],
                     help="instead: train KIND on the 4-point data (Table 1 settings) until the exact "
                          "log-likelihood reaches -1.40; training wall time per seed, evaluation excluded")
-    bs.add_argument("--seeds", type=positive_int, default=3, help="with --time-to-result")
+    bs.add_argument("--seeds", type=seed_list, default=(0, 1, 2), metavar="N|A,B,...",
+                    help="with --time-to-result: N, the seeds 0..N-1, or a comma list A,B,... (default 3)")
 
     bo = bsub.add_parser("ops", help="time the two hot ops against their naive forms",
                          description="For each op (row-wise and all-pairs inner-product logits, the fused "
@@ -179,9 +215,14 @@ def _add_bench(sub):
 
 def _add_train(sub):
     """`train`: one model on the 4-point dataset, resumable."""
-    tr = sub.add_parser("train", help="train one model on the 4-point dataset (resumable)")
+    tr = sub.add_parser("train", help="train one model on the 4-point dataset (resumable)",
+                        description="Train one model (VAE, AVB, AVB + adaptive contrast or the Biadversarial "
+                                    "VAE) on the paper's 4-point dataset with the Table 1 settings, resuming "
+                                    "from --checkpoint if it exists, then print its Table 1 numbers (exact "
+                                    "log-likelihood, reconstruction error, ELBO, KL(q(z), p(z))) as one "
+                                    "JSON line.")
     tr.add_argument("--model", choices=["vae", "avb", "avb_ac", "bavae"], default="avb",
-                    help="vae, avb, avb_ac, or bavae (the Biadversarial VAE, seed 002; default avb)")
+                    help="vae, avb, avb_ac, or bavae (the Biadversarial VAE, Fickinger; default avb)")
     tr.set_defaults(func=_train)
     _device_flag(tr)
     tr.add_argument("--iters", type=positive_int, default=None,
@@ -193,7 +234,8 @@ def _add_train(sub):
     tr.add_argument("--curve-every", type=non_negative_int, default=0, metavar="N",
                     help="record the exact log-likelihood every N iterations")
     tr.add_argument("--json", metavar="PATH", help="write the final evaluation (and curve) as JSON")
-    tr.add_argument("--quiet", action="store_true")
+    tr.add_argument("--quiet", action="store_true", help="no progress output")
+    _step_flag(tr)
 
 
 def _add_assignments(sub):
@@ -203,7 +245,9 @@ def _add_assignments(sub):
                                      "(### BEGIN SOLUTION / ### END SOLUTION in the library) blanked, "
                                      "and grade a student tree task by task (pytest -m taskX_Y).")
     asub = asg.add_subparsers(dest="action", required=True)
-    al = asub.add_parser("list", help="the tasks and where their solution regions are")
+    al = asub.add_parser("list", help="the tasks and where their solution regions are",
+                         description="List the course's tasks: id, title, points, prerequisites, and the "
+                                     "pytest marker that grades each.")
     al.add_argument("--source", metavar="DIR", help="source checkout (default: the one imported)")
     al.set_defaults(func=_assignments_list)
     ab = asub.add_parser("build", help="write a student tree with the chosen tasks blanked",
@@ -240,10 +284,9 @@ def _add_selfcheck(sub):
                                     "strict stand-in and the benchmarks on NumPy.")
     sc.set_defaults(func=_selfcheck)
     _device_flag(sc, "gpu")
-    sc.add_argument("--json", help="write the results here")
+    sc.add_argument("--json", metavar="PATH", help="write the results here")
     sc.add_argument("--sizes", default="512x512,4096x1024,16384x1024",
-                    help="bench step sizes, BATCHxWIDTH, comma-separated (default: the three of the GPU issue "
-                         "benchmarks: 512x512,4096x1024,16384x1024)")
+                    help="bench step sizes, BATCHxWIDTH, comma-separated (default: 512x512,4096x1024,16384x1024)")
     sc.add_argument("--no-tests", action="store_true", help="skip the device tests (the benchmarks only)")
 
 
@@ -251,6 +294,8 @@ def build_parser():
     p = argparse.ArgumentParser(prog="avb-minimal",
                                 description="Adversarial Variational Bayes (Mescheder et al., 2017), "
                                             "minimal NumPy + autograd implementation.")
+    p.add_argument("--version", action="version", version=f"avb-minimal {package_version()}",
+                   help="print the package's version and exit")
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_add_reproduce, _add_bench, _add_train, _add_assignments, _add_selfcheck):
         add(sub)
@@ -261,9 +306,8 @@ def _table1(args):
     from .data import four_points
     from .experiments.plots import latent_figure
     from .experiments.table1 import format_table1, table1, table1_json, table1_settings
-    seeds = tuple(range(args.seeds))
-    res = table1(seeds=seeds, quick=args.quick, out_dir=args.out, kinds=args.models,
-                 quiet=args.quiet, curve_every=args.curve_every or None, device=args.device)
+    res = table1(seeds=_seeds(args), quick=args.quick, out_dir=args.out, kinds=args.models, quiet=args.quiet,
+                 curve_every=args.curve_every or None, device=args.device, step=args.step)
     print(format_table1(res))
     arch, _, _ = table1_settings(args.quick)
     models = {k: res["models"][k]["_params"][0] for k in args.models}
@@ -275,30 +319,43 @@ def _table1(args):
     if args.curve_every:
         from .experiments.plots import curve_figure
         from .experiments.table1 import OPTIMUM_LL
-        curves = {f"{k} seed {i}": c for k in args.models for i, c in enumerate(res["models"][k]["curves"])}
+        curves = {f"{k} seed {i}": c for k in args.models for i, c in zip(_seeds(args), res["models"][k]["curves"])}
         print("log-likelihood curves:", curve_figure(curves, os.path.join(args.out, f"ll_curves{q}.png"),
                                                      optimum=OPTIMUM_LL))
     if args.json:
-        write_json(args.json, table1_json(res))
+        write_json(args.json, table1_json(res), device=args.device)
         print(f"results: {args.json}")
 
 
 def _eight_schools(args):
     from .experiments.eight_schools import format_eight_schools, run_eight_schools
-    res = run_eight_schools(quick=args.quick, seeds=tuple(range(args.seeds)), out_dir=args.out,
+    res = run_eight_schools(quick=args.quick, seeds=_seeds(args), out_dir=args.out,
                             quiet=args.quiet, json_path=args.json, device=args.device)
     print(format_eight_schools(res))
 
 
 def _mnist(args):
-    from .experiments.mnist import format_mnist, reproduce_mnist
-    res = reproduce_mnist(args.data, args.split, args.latent, args.quick, args.out, args.models,
-                          args.ais_examples, args.ais_steps, args.ais_chains, args.leapfrog,
-                          seed=args.seed, quiet=args.quiet, json_path=args.json, device=args.device)
-    print(format_mnist(res))
-    print(f"figure (samples and reconstructions): {res['figure']}")
-    if args.json:
-        print(f"results: {args.json}")
+    from .experiments.mnist import format_mnist, format_mnist_over_seeds, mnist_over_seeds, reproduce_mnist
+    seeds, per_seed = _seeds(args), {}
+    for seed in seeds:               # several seeds: each its own checkpoints, figure and JSON
+        json_path = args.json
+        if args.json and len(seeds) > 1:
+            json_path = f"{os.path.splitext(args.json)[0]}_seed{seed}.json"
+        res = reproduce_mnist(args.data, args.split, args.latent, args.quick, args.out, args.models,
+                              args.ais_examples, args.ais_steps, args.ais_chains, args.leapfrog, seed=seed,
+                              quiet=args.quiet, json_path=json_path, device=args.device, step=args.step)
+        per_seed[seed] = res
+        print(format_mnist(res))
+        print(f"figure (samples and reconstructions): {res['figure']}")
+        if json_path:
+            print(f"results: {json_path}")
+    if len(seeds) > 1:
+        summary = mnist_over_seeds(per_seed)
+        print(format_mnist_over_seeds(summary))
+        if args.json:
+            write_json(args.json, dict(summary, per_seed_json={
+                s: f"{os.path.splitext(args.json)[0]}_seed{s}.json" for s in seeds}), device=args.device)
+            print(f"summary over seeds: {args.json}")
 
 
 def _bench_step(args):
@@ -308,7 +365,7 @@ def _bench_step(args):
                          "set OPENBLAS_NUM_THREADS instead")
     if args.time_to_result:
         runs = []
-        for seed in range(args.seeds):
+        for seed in args.seeds:
             runs.append(BS.time_to_result(args.time_to_result, seed, step=args.step))
             print(f"{args.time_to_result} seed {seed} ({runs[-1]['step']} step): "
                   + (f"log-likelihood >= -1.40 after {runs[-1]['seconds']:.1f} s of training "
@@ -341,15 +398,15 @@ def _bench_step(args):
                           negatives=args.negatives, step=args.step, device=args.device)
         print(BS.format_cell(r))
     if args.json:
-        write_json(args.json, r)
+        write_json(args.json, r, device=args.device)
 
 
 def _bench_ops(args):
     from .fast.bench_ops import bench_ops, format_bench_ops
     r = bench_ops()
     print(format_bench_ops(r))
-    if args.json:
-        write_json(args.json, r)
+    if args.json:      # the device: 'gpu' where the CuPy backend was timed too
+        write_json(args.json, r, device="gpu" if "cupy" in r["backends"] else "cpu")
 
 
 def _train(args):
@@ -358,8 +415,7 @@ def _train(args):
     from .train import TrainConfig
     arch, cfgs, ev = table1_settings(args.quick)
     cfg = cfgs[args.model]
-    if args.iters:
-        cfg = TrainConfig(**dict(cfg.__dict__, iters=args.iters))
+    cfg = TrainConfig(**dict(cfg.__dict__, step=args.step, **({"iters": args.iters} if args.iters else {})))
     data = four_points()
     eval_fn = loglik_curve_fn(data, arch) if args.curve_every else None
     params, info, res = train_and_evaluate(args.model, data, arch, cfg, ev, seed=args.seed,
@@ -368,7 +424,7 @@ def _train(args):
     res["wall_seconds"] = info["wall_seconds"]
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in res.items()}))
     if args.json:
-        write_json(args.json, dict(res, history=info["history"]))
+        write_json(args.json, dict(res, history=info["history"]), device=args.device)
 
 
 def _selfcheck(args):
@@ -376,7 +432,7 @@ def _selfcheck(args):
     r = selfcheck(args.device, parse_sizes(args.sizes), tests=not args.no_tests)
     print(format_selfcheck(r))
     if args.json:
-        write_json(args.json, r)
+        write_json(args.json, r, device=args.device)
         print(f"results: {args.json}")
     if r["tests"] is not None and r["tests"]["exit_code"] != 0:
         raise RuntimeError("the device tests failed (see above)")
@@ -401,7 +457,7 @@ def _assignments_grade(args):
     g = grade(args.dir, tasks=args.tasks, timeout=args.timeout)
     print(format_grade(g))
     if args.json:
-        write_json(args.json, g)
+        write_json(args.json, g, device="cpu")
         print(f"gradebook: {args.json}")
     if args.require_all:
         bad = [r["task"] for r in g["tasks"] if r["status"] != "passed"]
@@ -414,6 +470,13 @@ def main(argv=None):
     try:
         check_paths(args)
         args.func(args)      # each sub-command names its function with set_defaults(func=...)
+        sys.stdout.flush()   # a closed pipe shows here, not at exit
+    except BrokenPipeError:  # `... | head -1`: the reader has gone; stop quietly (Python's docs' recipe)
+        try:                 # stdout to devnull, so that the flush at exit does not raise again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):     # a stdout without a file (pytest's capture)
+            pass
+        return 141           # 128 + SIGPIPE: what a shell reports for a program stopped by a closed pipe
     except (ValueError, OSError) as e:          # OSError: a path that went bad during the run
         print(f"avb-minimal: error: {e}", file=sys.stderr)
         return 2

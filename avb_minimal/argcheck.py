@@ -91,3 +91,16 @@ def check_paths(args):
             for path in args.also:
                 if not os.path.isfile(path):
                     raise ValueError(f"--also {path!r}: no such file (a JSON written by bench step --sweep --json)")
+
+
+def seed_list(s):
+    """argparse type of --seeds: 'N' (one integer, no comma) means the seeds 0..N-1; a comma
+    list 'A,B,C' means those seeds, in that order (one seed S: --seed S).  -> tuple of ints."""
+    if "," not in s:
+        return tuple(range(positive_int(s)))
+    parts = [p.strip() for p in s.split(",") if p.strip()]
+    seeds = tuple(non_negative_int(p) for p in parts)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"takes N (the seeds 0..N-1) or a comma list of distinct seeds "
+                                         f"such as 0,1,2; got {s!r}")
+    return seeds

@@ -1,4 +1,4 @@
-"""The Biadversarial VAE (Fickinger, seed 002) as a trainable model: eq. (6), (14), (19).
+"""The Biadversarial VAE (A. Fickinger, github.com/ArnaudFickinger/BAVAE) to train: eq. (6), (14), (19).
 
 Two adversaries replace the two terms of the ELBO:
 
@@ -262,8 +262,8 @@ def load_bavae(path: str, arch: M.Arch) -> dict:
 
 
 # ------------------------------------------------------------------ evaluation
-def elbo_adversary(params: dict, data: onp.ndarray, arch: M.Arch, rng: onp.random.Generator,
-                   n: int = 2000) -> onp.ndarray:
+def elbo_from_T(params: dict, data: onp.ndarray, arch: M.Arch, rng: onp.random.Generator,
+                n: int = 2000) -> onp.ndarray:
     """The encoder adversary's ELBO estimate E_q[log p(x|z) + D_phi(x, z)] (D* = log p/q):
     it trusts D = D*, so it is NOT a bound.  -> (N,)."""
     out = []
@@ -284,7 +284,7 @@ def evaluate_bavae(params: dict, data: onp.ndarray, arch: M.Arch, rng: onp.rando
             "reconstruction_error": E.reconstruction_error(params, "avb", data, arch, rng, n_samples // 5),
             "kl_aggregate": E.kl_aggregate(params, "avb", data, arch, rng, n_samples),
             "elbo": float(onp.mean(E.avb_elbo_independent(params, "avb", data, arch, rng, n_samples))),
-            "elbo_adversary": float(onp.mean(elbo_adversary(params, data, arch, rng)))}
+            "elbo_from_T": float(onp.mean(elbo_from_T(params, data, arch, rng)))}
 
 
 def game_diagnostics(params: dict, data: onp.ndarray, arch: M.Arch, rng: onp.random.Generator,

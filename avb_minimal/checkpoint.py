@@ -1,12 +1,20 @@
-"""Checkpoints: pytrees of arrays plus JSON metadata in one .npz, written atomically."""
+"""Checkpoints: pytrees of arrays plus JSON metadata in one .npz, written atomically; JSON
+results, written atomically with their provenance (`provenance`: which code, command, machine)."""
 from __future__ import annotations
 
+import ctypes
+import datetime
 import json
 import os
+import shlex
+import subprocess
+import sys
 import tempfile
 import zipfile
 
 import numpy as np
+
+import avb_minimal
 
 from .trees import tree_leaves, tree_map_with_path
 
@@ -105,9 +113,80 @@ def read_meta(path: str) -> dict:
         return json.loads(str(f["__meta__"]))
 
 
-def write_json(path: str, obj: object) -> None:
+def package_version() -> str:
+    """The package's version (avb_minimal.__version__)."""
+    return avb_minimal.__version__
+
+
+def git_commit(folder: str | None = None) -> dict:
+    """{'git_commit': the HEAD commit of the git checkout the package runs from, 'git_dirty':
+    whether its tracked files differ from it}; both None outside a checkout (an installed
+    package, no git).  Never raises."""
+    pkg = os.path.dirname(os.path.abspath(avb_minimal.__file__))
+    root = folder or os.path.dirname(pkg)
+    none = {"git_commit": None, "git_dirty": None}
+    try:
+        top = subprocess.run(["git", "-C", root, "rev-parse", "--show-toplevel", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        lines = top.stdout.split()
+        # the package's own checkout only, not a repository it happens to be installed inside
+        if top.returncode != 0 or len(lines) != 2 or os.path.realpath(lines[0]) != os.path.realpath(root):
+            return none
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return {"git_commit": lines[1], "git_dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None}
+    except (OSError, subprocess.SubprocessError):
+        return none
+
+
+def blas_threads() -> int | None:
+    """The thread count of the OpenBLAS numpy loaded (asked of the library itself), else the
+    OPENBLAS_NUM_THREADS / OMP_NUM_THREADS setting, else None (unknown)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as fh:
+            libs = {line.split()[-1] for line in fh if "openblas" in line.lower() and ".so" in line}
+        for lib in sorted(libs):
+            so = ctypes.CDLL(lib)
+            for name in ("openblas_get_num_threads", "openblas_get_num_threads64_",
+                         "scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads"):
+                fn = getattr(so, name, None)
+                if fn is not None:
+                    return int(fn())
+    except (OSError, ValueError, IndexError):
+        pass
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return None
+
+
+def command_line(argv: list) -> str:
+    """argv as one shell line a user can paste: `python -m avb_minimal ...` for the package's
+    command line (sys.argv[0] is then the path of __main__.py), a script's path as given."""
+    first = argv[0] if argv else ""
+    if os.path.basename(first) == "__main__.py" and os.path.basename(os.path.dirname(first)) == "avb_minimal":
+        first = "python -m avb_minimal"
+    elif first.endswith(os.sep + "avb-minimal"):
+        first = "avb-minimal"
+    return " ".join([first, shlex.join(argv[1:])]).strip()
+
+
+def provenance(device: str = "cpu", argv: list | None = None) -> dict:
+    """Where a result comes from, recorded in every JSON the package writes: the package
+    version, the git commit (None outside a checkout), the full command line (default
+    sys.argv), the date (ISO 8601, UTC), the BLAS thread count and the device."""
+    return {"package": "avb-minimal", "version": package_version(), **git_commit(),
+            "command_line": command_line(sys.argv if argv is None else argv),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "blas_threads": blas_threads(), "device": device}
+
+
+def write_json(path: str, obj: object, device: str | None = None) -> None:
     """Write JSON atomically: a temporary file beside `path`, then a rename.  On any error
-    the temporary file is removed and `path` is left as it was."""
+    the temporary file is removed and `path` is left as it was.  With `device` ('cpu' or
+    'gpu'), a dict gets a "provenance" key (see `provenance`)."""
+    if device is not None:
+        obj = dict(obj, provenance=provenance(device))
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.path.basename(path)}.", suffix=".json", dir=folder)

@@ -121,8 +121,8 @@ def vae_elbo_exact(params: dict, data: np.ndarray, arch: M.Arch, n: int = 512, l
     return np.sum(w * ll, axis=1) - kl_diag_normal_std(mean, log_var)
 
 
-def avb_elbo_adversary(params: dict, kind: str, data: np.ndarray, arch: M.Arch, rng: np.random.Generator,
-                       n: int = 2000) -> np.ndarray:
+def avb_elbo_from_T(params: dict, kind: str, data: np.ndarray, arch: M.Arch, rng: np.random.Generator,
+                    n: int = 2000) -> np.ndarray:
     """The adversary's ELBO estimate E_q[-T(x, z) + log p(x|z)] (AC: eq. 4.1 with T in
     place of the KL).  This trusts T = T*: it is NOT a bound.  -> (N,)."""
     out = []
@@ -230,6 +230,6 @@ def evaluate_model(params: dict, kind: str, data: np.ndarray, arch: M.Arch, rng:
         res["elbo"] = float(np.mean(vae_elbo_exact(params, data, arch, grid_n)))
     else:
         res["elbo"] = float(np.mean(avb_elbo_independent(params, kind, data, arch, rng, n_samples)))
-        res["elbo_adversary"] = float(np.mean(avb_elbo_adversary(params, kind, data, arch, rng)))
+        res["elbo_from_T"] = float(np.mean(avb_elbo_from_T(params, kind, data, arch, rng)))
     return res
 

@@ -159,9 +159,10 @@ def adversary_only_loss(params: dict, kind: str, x: np.ndarray, noise: np.ndarra
 
 
 # ------------------------------------------------------------------ the adversary-objective family
-# Every adversary objective of the paper and the seeds, as losses of the same two arguments.
+# Every adversary objective of the AVB paper, the Biadversarial VAE and a tutorial on implicit
+# posteriors, as losses of the same two arguments.
 # P is the "positive" distribution, Q the "negative" one, r = log P - log Q their log ratio:
-#   AVB (3.3), (6.10), seed 003:  P = q(z|x), Q = p(z)           (pairs (x, z), x ~ p_D)
+#   AVB (3.3), (6.10), tutorial:  P = q(z|x), Q = p(z)           (pairs (x, z), x ~ p_D)
 #   BAVAE (6), encoder adversary: P = q(z|x), Q = p(z)
 #   BAVAE (14), decoder adversary: P = p_D(x) q(z|x),  Q = q(z) p_theta(x|z)
 # T_pos: the adversary on samples of P, (B,);  T_neg: on samples of Q, (B,) or all pairs (B, M).
@@ -224,17 +225,17 @@ def bavae_decoder_loss(D_pos: np.ndarray, D_neg: np.ndarray) -> np.ndarray:
     return -(np.mean(D_pos) - np.mean(exp_linear(D_neg - 1.0)))
 
 
-def seed003_critic_loss(T_pos: np.ndarray, T_neg: np.ndarray | None = None) -> np.ndarray:
-    """Seed 003's critic objective, to minimise: E_q[exp(T) - T] (T_neg is ignored).
+def tutorial_critic_loss(T_pos: np.ndarray, T_neg: np.ndarray | None = None) -> np.ndarray:
+    """The critic objective of a tutorial on implicit posteriors, to minimise: E_q[exp(T) - T] (T_neg is ignored).
 
     Broken: e^t - t is least at t = 0, for every z, so T* = 0 whatever q is (p never
     enters), not the claimed log q(z|x) - 1; the loss at T* is 1 for every q and estimates
-    no divergence.  The corrected form is `seed003_corrected_loss`."""
+    no divergence.  The corrected form is `tutorial_corrected_loss`."""
     return np.mean(np.exp(T_pos) - T_pos)
 
 
-def seed003_corrected_loss(T_pos: np.ndarray, T_neg: np.ndarray) -> np.ndarray:
-    """Seed 003's critic with the prior term of eq. (6.10) restored: E_p[exp(T)] - E_q[T].
+def tutorial_corrected_loss(T_pos: np.ndarray, T_neg: np.ndarray) -> np.ndarray:
+    """The tutorial's critic with the prior term of eq. (6.10) restored: E_p[exp(T)] - E_q[T].
 
     Pointwise b e^t - a t is least at t* = log(a/b): T* = log q(z|x) - log p(z), the AVB
     log ratio; the loss there is 1 - KL(q, p).  It is eq. (6.10) with T shifted by one
@@ -249,7 +250,7 @@ name, equation: registry key and where it comes from;
 loss(T_pos, T_neg): the loss to minimise (see the convention above);
 optimum(log_pos, log_neg): the closed-form pointwise minimiser T* of `loss`;
 divergence: what the optimal value estimates, in words;
-from_value(L*): that divergence from the loss at T* (None for seed 003: nothing)."""
+from_value(L*): that divergence from the loss at T* (None for the tutorial's: nothing)."""
 
 
 def _log_ratio(log_pos, log_neg):
@@ -270,10 +271,10 @@ OBJECTIVES = {o.name: o for o in (
     AdversaryObjective("bavae_decoder", "BAVAE eq. (14)", bavae_decoder_loss,
                        lambda lp, ln: 1.0 + _log_ratio(lp, ln),               # eq. (16)
                        "KL(P, Q) = KL(p_D(x) q(z|x), q(z) p(x|z)): L* = -KL", lambda L: -L),
-    AdversaryObjective("seed003", "seed 003, E_q[exp(T) - T]", seed003_critic_loss,
+    AdversaryObjective("tutorial", "a tutorial on implicit posteriors, E_q[exp(T) - T]", tutorial_critic_loss,
                        lambda lp, ln: np.zeros_like(_log_ratio(lp, ln)),
                        "none: L* = 1 for every q and p", None),
-    AdversaryObjective("seed003_corrected", "seed 003 + the prior term of (6.10)", seed003_corrected_loss,
+    AdversaryObjective("tutorial_corrected", "the tutorial + the prior term of (6.10)", tutorial_corrected_loss,
                        lambda lp, ln: _log_ratio(lp, ln),
                        "KL(P, Q): L* = 1 - KL", lambda L: 1.0 - L),
 )}

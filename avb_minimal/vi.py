@@ -174,7 +174,7 @@ def avb_losses(params: dict, log_density: Callable, eps: onp.ndarray, eta: onp.n
         aux["adv_loss"] = float(getval(adv_loss))
         aux["log_p"] = float(onp.mean(getval(logp)))
         # ELBO = E[log p~ - log q],  log q(z) = T*(z_bar) - ||z_bar||^2/2 - d/2 log 2pi - sum log sigma
-        aux["elbo_adversary"] = float(getval(gen)) + 0.5 * d * LOG_2PI + log_sigma
+        aux["elbo_from_T"] = float(getval(gen)) + 0.5 * d * LOG_2PI + log_sigma
     return -gen, adv_loss
 
 
@@ -244,7 +244,7 @@ def fit_avb(log_density: Callable, dim: int | None = None, cfg: AVBConfig = AVBC
         return {"gen": gen, "adv": adv}, states, aux
 
     params, info = run_training(one_step, None, params, states, cfg, label=desc, quiet=quiet, eval_fn=eval_fn,
-                                eval_every=eval_every, progress_keys=("elbo_adversary", "adv_loss"))
+                                eval_every=eval_every, progress_keys=("elbo_from_T", "adv_loss"))
     return tree_to_host(params), dict(info, config=cfg.to_dict())
 
 

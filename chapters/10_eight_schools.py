@@ -153,7 +153,7 @@ What goes wrong
   right symmetry but puts mass in the trough between the modes.  Both are ~1 nat away.
 - The k-NN KL in 10-d is biased (about -25% on Gaussians with KL ~ 1) and noisy;
   differences smaller than the floor printed above mean nothing.
-- The adversary's ELBO (history's 'elbo_adversary') drifts with the adversary; it is
+- The adversary's ELBO (history's 'elbo_from_T') drifts with the adversary; it is
   not a bound.  AVB's curve is noisy mid-training because sampler and adversary
   chase each other; the learning-rate decay over the second half settles them.
 - The authors' settings (256-wide, 5-block adversary, batch 512, 10k steps at

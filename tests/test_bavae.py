@@ -1,4 +1,4 @@
-"""The Biadversarial VAE (avb_minimal.bavae): eq. (6), (14), (19) of seed 002.
+"""The Biadversarial VAE (avb_minimal.bavae): eq. (6), (14), (19) of the Biadversarial VAE (Fickinger).
 
 The authors' public code swaps the two adversary losses relative to eq. (6) and (14).
 Three tests here fail if the two are swapped: the loss values against the equations

@@ -33,6 +33,7 @@ def test_bench_step_keys(tmp_path):
     r = json.loads(out.read_text())
     for key in ("ms_per_step", "gflop_per_step", "sgemm_gflops", "fraction_of_peak"):
         assert r[key] > 0
+    assert r["provenance"]["device"] == "cpu" and r["provenance"]["version"]   # where the figures come from
 
 
 def test_flop_rule_paper_widths():
@@ -67,7 +68,7 @@ def test_train_resumes_and_rejects_a_foreign_checkpoint(tmp_path, capsys):
     bv = tmp_path / "bavae.npz"                        # the Biadversarial VAE trains the same way
     assert main(["train", "--model", "bavae", "--quick", "--iters", "20", "--checkpoint", str(bv), "--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert {"log_likelihood", "reconstruction_error", "elbo", "elbo_adversary", "wall_seconds"} <= set(out)
+    assert {"log_likelihood", "reconstruction_error", "elbo", "elbo_from_T", "wall_seconds"} <= set(out)
     assert main(["train", "--model", "bavae", "--quick", "--iters", "20", "--checkpoint", str(ck), "--quiet"]) == 2
     assert "holds a 'vae' model, not 'bavae'" in capsys.readouterr().err
 

@@ -16,7 +16,7 @@ from scipy.stats import norm
 
 from avb_minimal import objectives as O
 
-NAMES = ("logistic", "fgan_reverse_kl", "bavae_encoder", "bavae_decoder", "seed003", "seed003_corrected")
+NAMES = ("logistic", "fgan_reverse_kl", "bavae_encoder", "bavae_decoder", "tutorial", "tutorial_corrected")
 P = np.array([1, 2, 3, 4]) / 10                     # "positive" distribution (q)
 Q = np.array([4, 3, 2, 1]) / 10                     # "negative" distribution (p)
 ZP = np.repeat(np.arange(4), [1, 2, 3, 4])          # samples of P in exact proportions
@@ -31,7 +31,7 @@ def _discrete_divergence(name, p, q):
     kl = float(np.sum(p * np.log(p / q)))
     m = 0.5 * (p + q)
     js = 0.5 * float(np.sum(p * np.log(p / m)) + np.sum(q * np.log(q / m)))
-    return {"logistic": js, "seed003": None}.get(name, kl)
+    return {"logistic": js, "tutorial": None}.get(name, kl)
 
 
 def test_registry_holds_the_family_and_rejects_unknown_names():
@@ -63,16 +63,16 @@ def test_discrete_optimum_and_value_are_the_closed_forms(name):
         assert np.isclose(obj.from_value(loss(T)), div, atol=1e-9), name
 
 
-def test_seed003_optimum_is_zero_whatever_q_is():
+def test_tutorial_optimum_is_zero_whatever_q_is():
     """Seed 003's E_q[exp(T) - T]: T* = 0 for three very different q (and any p), its
     value 1 every time; the corrected form recovers log q - log p for each."""
     for counts in ([1, 2, 3, 4], [7, 1, 1, 1], [1, 1, 1, 7]):
         zq = np.repeat(np.arange(4), counts)
         q = np.array(counts) / 10
-        T = _minimise(lambda T: O.seed003_critic_loss(T[zq], T[ZQ]), 4)
+        T = _minimise(lambda T: O.tutorial_critic_loss(T[zq], T[ZQ]), 4)
         assert np.allclose(T, 0, atol=1e-6)
-        assert np.isclose(O.seed003_critic_loss(T[zq]), 1.0)
-        Tc = _minimise(lambda T: O.seed003_corrected_loss(T[zq], T[ZQ]), 4)
+        assert np.isclose(O.tutorial_critic_loss(T[zq]), 1.0)
+        Tc = _minimise(lambda T: O.tutorial_corrected_loss(T[zq], T[ZQ]), 4)
         assert np.allclose(Tc, np.log(q) - np.log(Q), atol=1e-5)
     # the tutorial's claim T* = log q - 1 is false: it would differ between the q's
     assert not np.allclose(0.0, np.log(np.array([7, 1, 1, 1]) / 10) - 1)
@@ -104,8 +104,8 @@ def test_losses_are_the_written_formulas(rng):
                "fgan_reverse_kl": mean(exp(tn - 1)) - mean(tp),                          # (6.10)
                "bavae_encoder": -(mean(1 - tp) - mean(exp(-tn))),                         # -(6)
                "bavae_decoder": -(mean(tp) - mean(exp(tn - 1))),                          # -(14)
-               "seed003": mean(exp(tp) - tp),
-               "seed003_corrected": mean(exp(tn)) - mean(tp)}
+               "tutorial": mean(exp(tp) - tp),
+               "tutorial_corrected": mean(exp(tn)) - mean(tp)}
     for name in NAMES:
         assert np.isclose(O.get_objective(name).loss(tp, tn), written[name]), name
         check_grads(lambda a, b, name=name: O.get_objective(name).loss(a, b), modes=["rev"], order=1)(tp, tn)
@@ -154,7 +154,7 @@ def test_learned_T_matches_the_closed_form_on_gaussians(name, gaussian_fits):
 
 
 def test_optimal_values_estimate_the_stated_divergences(gaussian_fits):
-    """KL(q, p) in closed form; JS by quadrature; seed 003's value is 1 and says nothing."""
+    """KL(q, p) in closed form; JS by quadrature; the tutorial's value is 1 and says nothing."""
     kl = 0.5 * (S_Q ** 2 + MU_Q ** 2 - 1 - np.log(S_Q ** 2))
     lq = lambda z: norm.logpdf(z, MU_Q, S_Q)        # noqa: E731
     lp = norm.logpdf
@@ -162,12 +162,12 @@ def test_optimal_values_estimate_the_stated_divergences(gaussian_fits):
     js = 0.5 * (quad(lambda z: np.exp(lq(z)) * (lq(z) - lm(z)), -12, 12)[0]
                 + quad(lambda z: np.exp(lp(z)) * (lp(z) - lm(z)), -12, 12)[0])
     truth = {"logistic": js, "fgan_reverse_kl": kl, "bavae_encoder": kl, "bavae_decoder": kl,
-             "seed003_corrected": kl}
+             "tutorial_corrected": kl}
     for name, div in truth.items():
         est = O.get_objective(name).from_value(gaussian_fits[name][1])
         assert abs(est - div) < 0.02, (name, est, div)
-    assert abs(gaussian_fits["seed003"][1] - 1.0) < 0.01
-    assert O.get_objective("seed003").from_value is None
+    assert abs(gaussian_fits["tutorial"][1] - 1.0) < 0.01
+    assert O.get_objective("tutorial").from_value is None
 
 
 def test_exp_linear_with_an_infinite_cap_is_the_papers_exp(monkeypatch):

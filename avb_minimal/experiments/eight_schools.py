@@ -167,10 +167,11 @@ def run_eight_schools(quick=False, seeds=(0, 1, 2), out_dir="runs/eight_schools"
             pts = [e for e in info["history"] if "kl_to_hmc" in e]
             its = [e["iteration"] for e in pts]
             curves.append([e["kl_to_hmc"] for e in pts])
-            elbos.append(info.get("elbo", info["history"][-1].get("elbo_adversary")))
+            elbos.append(info.get("elbo", info["history"][-1].get("elbo_from_T")))
             if s == seeds[0]:
                 plot_samples[m] = q[:settings["n_plot"]]
-        res["kl_to_hmc"][m] = {"final": float(np.mean(finals)), "std": float(np.std(finals)),
+        res["kl_to_hmc"][m] = {"final": float(np.mean(finals)),        # std None with one seed: no spread
+                               "std": float(np.std(finals)) if len(finals) > 1 else None,
                                "per_seed": finals,
                                "curve": {"iteration": its, "per_seed": curves,
                                          "mean": np.mean(curves, 0).tolist()}}
@@ -195,7 +196,7 @@ def run_eight_schools(quick=False, seeds=(0, 1, 2), out_dir="runs/eight_schools"
                settings=_settings_json(settings), labels=labels)
     res["targets"] = check_targets(res)
     if out_dir is not None or json_path is not None:
-        write_json(json_path or os.path.join(out_dir, "results.json"), res)
+        write_json(json_path or os.path.join(out_dir, "results.json"), res, device=device)
     return res
 
 
@@ -231,7 +232,7 @@ def format_eight_schools(result):
     rows = []
     for m in methods:
         k = result["kl_to_hmc"][m]
-        rows.append([TITLES[m], f"{k['final']:.3f} +- {k['std']:.3f}",
+        rows.append([TITLES[m], f"{k['final']:.3f}" + ("" if k["std"] is None else f" +- {k['std']:.3f}"),
                      f"{result['kl_from_hmc'][m]['final']:.3f}",
                      f"{result['fraction_tau_negative'][m]['mean']:.3f}",
                      f"{np.mean(result['wall_seconds'][m]):.1f}"])

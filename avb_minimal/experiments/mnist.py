@@ -12,7 +12,7 @@ Evaluation (`evaluate_mnist`, `reproduce_mnist`): the AIS log-likelihood of
 adaptive-contrast Gaussian for AVB + AC), the ELBO (exact for the VAE; for AVB only
 the adversary's estimate, which is not a bound) and the reconstruction.
 
-The Biadversarial VAE (seed 002, `bavae`) trains with AVB's architecture and settings as a
+The Biadversarial VAE (Fickinger, `bavae`) trains with AVB's architecture and settings as a
 fourth model, 'bavae' (eq. 19), and 'bavae_exact' (its ablation: eq. 6 kept, eq. 14 replaced
 by the exact reconstruction term); its decoder is evaluated by the same AIS.
 
@@ -76,19 +76,20 @@ def mnist_configs(quick=False):
             "avb_ac": TrainConfig(**base)}
 
 
-def mnist_config(kind, quick=False):
-    """The TrainConfig of one model (the BAVAE trains with AVB's)."""
-    return mnist_configs(quick)[base_kind(kind)]
+def mnist_config(kind, quick=False, step="auto"):
+    """The TrainConfig of one model (the BAVAE trains with AVB's); step: 'auto', 'readable'
+    or 'fast' (`train.TrainConfig.step`)."""
+    return TrainConfig(**dict(mnist_configs(quick)[base_kind(kind)].__dict__, step=step))
 
 
-def train_mnist(kind, train_x, out_dir, latent=8, quick=False, seed=0, quiet=True, device="cpu"):
-    """Train (or resume) one model; its checkpoint is OUT_DIR/<kind>_z<latent>[_quick].npz.
-    Returns (params, info) as `train.train`."""
+def train_mnist(kind, train_x, out_dir, latent=8, quick=False, seed=0, quiet=True, device="cpu", step="auto"):
+    """Train (or resume) one model; its checkpoint is `checkpoint_path(out_dir, kind, latent,
+    quick, seed)`.  Returns (params, info) as `train.train`."""
     if check_mnist_kind(kind) in BAVAE_KINDS:
         return train_bavae_mnist(train_x, out_dir, latent, quick, seed, quiet, BV.reconstruction_of(kind), device)
-    arch, cfg = mnist_arch(latent, quick), mnist_configs(quick)[kind]
+    arch, cfg = mnist_arch(latent, quick), mnist_config(kind, quick, step)
     os.makedirs(out_dir, exist_ok=True)
-    ckpt = checkpoint_path(out_dir, kind, latent, quick)
+    ckpt = checkpoint_path(out_dir, kind, latent, quick, seed)
     return train(kind, train_x, arch, cfg, seed=seed, checkpoint=ckpt, quiet=quiet,
                  desc=f"mnist {kind}", device=device)
 
@@ -97,16 +98,23 @@ def train_bavae_mnist(train_x, out_dir, latent=8, quick=False, seed=0, quiet=Tru
                       device="cpu"):
     """A Biadversarial VAE on binarized MNIST with the AVB model's architecture and settings
     (`mnist.mnist_arch`, `mnist.mnist_configs()['avb']`); checkpoint
-    OUT_DIR/<mnist_name>_z<latent>[_quick].npz (resumed if present).  Returns (params, info)."""
+    `checkpoint_path(out_dir, <mnist_name>, latent, quick, seed)` (resumed if present).  Returns (params, info)."""
     arch, cfg = mnist_arch(latent, quick), mnist_configs(quick)["avb"]
     os.makedirs(out_dir, exist_ok=True)
     name = BV.mnist_name(reconstruction)
-    return BV.train_bavae(train_x, arch, cfg, seed=seed, checkpoint=checkpoint_path(out_dir, name, latent, quick),
+    return BV.train_bavae(train_x, arch, cfg, seed=seed, checkpoint=checkpoint_path(out_dir, name, latent, quick, seed),
                        quiet=quiet, desc=f"mnist {name}", reconstruction=reconstruction, device=device)
 
 
-def checkpoint_path(out_dir, kind, latent=8, quick=False):
-    return os.path.join(out_dir, f"{kind}_z{latent}{'_quick' if quick else ''}.npz")
+def run_suffix(latent=8, quick=False, seed=0):
+    """'_z<latent>[_seed<S>][_quick]': the part of a file name that tells runs apart (seed 0's
+    files carry no seed, so earlier runs keep resuming)."""
+    return f"_z{latent}{f'_seed{seed}' if seed else ''}{'_quick' if quick else ''}"
+
+
+def checkpoint_path(out_dir, kind, latent=8, quick=False, seed=0):
+    """OUT_DIR/<kind>_z<latent>[_seed<S>][_quick].npz: one file per model, latent size, seed and mode."""
+    return os.path.join(out_dir, f"{kind}{run_suffix(latent, quick, seed)}.npz")
 
 
 # ------------------------------------------------------------------ evaluation
@@ -204,7 +212,7 @@ def evaluate_mnist(params, kind, x, arch, rng, ais_steps=1000, ais_chains=5, lea
 # ------------------------------------------------------------------ the experiment
 def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="runs/mnist",
                     kinds=M.KINDS, ais_examples=None, ais_steps=None, ais_chains=None, leapfrog=None,
-                    seed=0, quiet=False, json_path=None, figure=True, device="cpu"):
+                    seed=0, quiet=False, json_path=None, figure=True, device="cpu", step="auto"):
     """Table 2 on binarized MNIST: train (or resume) each model of `kinds` (MNIST_KINDS) on
     DATA/train.npz and evaluate it on the first `ais_examples` rows of DATA/<split>.npz (.amat
     also accepted; see data.dataset_file).  Returns the JSON-able results; writes them to
@@ -225,9 +233,10 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
     x_train = load_binary(train_file)
     for k in kinds:
         check_mnist_kind(k)
-    arch, cfgs = mnist_arch(latent, quick), {k: mnist_config(k, quick) for k in kinds}
+    arch, cfgs = mnist_arch(latent, quick), {k: mnist_config(k, quick, step) for k in kinds}
     res = {"settings": {"data": os.path.abspath(folder), "train_file": train_file, "eval_file": eval_file,
                         "split": split, "latent": latent, "quick": quick, "seed": seed, "device": device,
+                        "step": step,
                         "n_train": int(x_train.shape[0]), "n_eval": int(x_eval.shape[0]),
                         "arch": arch.to_dict(), "iterations": {k: cfgs[k].iters for k in kinds}, **ev},
            "paper_table2_8d": PAPER_TABLE2_8D}
@@ -242,9 +251,9 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
             if figure and os.path.exists(done[k].get("checkpoint") or ""):
                 models[k], histories[k] = load_mnist_model(k, done[k]["checkpoint"], arch)
     done = {k: r for k, r in done.items()   # reuse an evaluation only of the checkpoint used now
-            if r.get("checkpoint") == checkpoint_path(out_dir, k, latent, quick)}
+            if r.get("checkpoint") == checkpoint_path(out_dir, k, latent, quick, seed)}
     for kind in kinds:
-        params, info = train_mnist(kind, x_train, out_dir, latent, quick, seed, quiet, device)
+        params, info = train_mnist(kind, x_train, out_dir, latent, quick, seed, quiet, device, step)
         params = tree_to_host(params)      # evaluation and figures on the host (AIS moves it back)
         models[kind], histories[kind] = params, info["history"]
         if kind in done:                   # evaluated before with these settings: reuse
@@ -259,11 +268,11 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
                            ev["ais_steps"], ev["ais_chains"], ev["leapfrog"], ev["elbo_samples"], quiet, device)
         secs = r.pop("_seconds")
         r["wall_seconds"] = {"train": info["wall_seconds"], **secs}
-        r["checkpoint"] = checkpoint_path(out_dir, kind, latent, quick)
+        r["checkpoint"] = checkpoint_path(out_dir, kind, latent, quick, seed)
         r["trained_iterations"] = cfgs[kind].iters
         res[kind] = r
         if json_path:                      # partial results survive an interrupted evaluation
-            write_json(json_path, res)
+            write_json(json_path, res, device=device)
     for k in kinds:                        # where each BAVAE's game stands (cheap, always recomputed)
         if k in BAVAE_KINDS:
             res[k]["game_diagnostics"] = game_diagnostics(
@@ -273,14 +282,14 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
     if figure and any(k in BAVAE_KINDS for k in order):
         res["figure_bavae_training"] = bavae_training_figure(
             {k: histories[k] for k in order if k in BAVAE_KINDS},
-            os.path.join(out_dir, f"bavae_training_z{latent}{'_quick' if quick else ''}.png"))
+            os.path.join(out_dir, f"bavae_training{run_suffix(latent, quick, seed)}.png"))
     if figure:
         res["figure"] = mnist_figure({k: models[k] for k in order}, x_eval, arch,
-                                     os.path.join(out_dir, f"mnist_z{latent}{'_quick' if quick else ''}.png"),
+                                     os.path.join(out_dir, f"mnist{run_suffix(latent, quick, seed)}.png"),
                                      seed=seed, stats={k: f"AIS log p(x) = {res[k]['ais_log_likelihood']:.1f}"
                                                        for k in order})
     if json_path:
-        write_json(json_path, res)
+        write_json(json_path, res, device=device)
     return res
 
 
@@ -298,8 +307,8 @@ def _previous_results(json_path, settings):
     except (OSError, ValueError):
         old = {}
     rows = [k for k in MNIST_KINDS if isinstance(old.get(k), dict)]
-    same = {k: v for k, v in settings.items() if k != "iterations"}
-    prev = {k: v for k, v in old.get("settings", {}).items() if k != "iterations"}
+    same = {k: v for k, v in settings.items() if k not in ("iterations", "step")}      # both steps: one result
+    prev = {k: v for k, v in old.get("settings", {}).items() if k not in ("iterations", "step")}
     if json.loads(json.dumps(same)) != prev:
         if not rows:
             return {}, None
@@ -325,10 +334,42 @@ def load_mnist_model(kind, path, arch):
 PAPER_TABLE2_8D = {"vae": -90.9, "avb": -91.2, "avb_ac": -89.6}   # conv nets, AIS (paper, Table 2)
 
 
+def mnist_over_seeds(per_seed):
+    """{seed: reproduce_mnist's result} -> per model the mean and std over seeds (std None with
+    one seed) of the AIS log-likelihood, the ELBO (VAE), 'elbo_from_T' and the reconstruction."""
+    seeds = list(per_seed)
+    out = {"seeds": seeds}
+    for k in MNIST_KINDS:
+        rows = [per_seed[s][k] for s in seeds if k in per_seed[s]]
+        if not rows:
+            continue
+        out[k] = {}
+        for key in ("ais_log_likelihood", "elbo", "elbo_from_T", "reconstruction"):
+            vals = [r[key] for r in rows if r.get(key) is not None]
+            if vals:
+                out[k][key] = float(np.mean(vals))
+                out[k][key + "_std"] = float(np.std(vals)) if len(vals) > 1 else None
+                out[k][key + "_per_seed"] = vals
+    return out
+
+
+def format_mnist_over_seeds(summary):
+    """The mean +- std over seeds of each model's AIS log-likelihood, as text."""
+    lines = [f"over seeds {', '.join(map(str, summary['seeds']))}: AIS log p(x), mean"
+             + (" +- std" if len(summary["seeds"]) > 1 else "")]
+    for k in MNIST_KINDS:
+        if k in summary:
+            r = summary[k]
+            std = "" if r["ais_log_likelihood_std"] is None else f" +- {r['ais_log_likelihood_std']:.2f}"
+            lines.append(f"  {k:11s} {r['ais_log_likelihood']:9.2f}{std}")
+    return "\n".join(lines)
+
+
 def format_mnist(res):
     """The Table 2 rows as text."""
     s = res["settings"]
-    lines = [f"binarized MNIST, {s['latent']}-d latent, {s['n_eval']} examples of {s['eval_file']}; "
+    seed = f"seed {s['seed']}, " if "seed" in s else ""
+    lines = [f"binarized MNIST, {s['latent']}-d latent, {seed}{s['n_eval']} examples of {s['eval_file']}; "
              f"AIS {s['ais_steps']} steps x {s['ais_chains']} chains x {s['leapfrog']} leapfrog",
              f"{'model':11s} {'AIS log p(x)':>14s} {'ELBO':>9s} {'ELBO from T*':>13s} {'recon':>8s} "
              f"{'px err':>7s} {'ESS':>5s} {'train s':>8s} {'AIS s':>7s}  paper (conv)"]
@@ -345,7 +386,8 @@ def format_mnist(res):
     lines.append("* ELBO from T: the adversary's estimate (BAVAE: its encoder adversary's D), not a bound: "
                  "an implicit q(z|x) has no tractable ELBO.")
     if any(k in res for k in BAVAE_KINDS):
-        lines.append("  bavae: eq. (19) of seed 002; bavae_exact: eq. (6) + the exact reconstruction term "
+        lines.append("  bavae: eq. (19) of the Biadversarial VAE (Fickinger); bavae_exact: eq. (6) + the exact "
+                     "reconstruction term "
                      "(ablation); both with AVB's architecture and settings.")
     for k in BAVAE_KINDS:
         d = res.get(k, {}).get("game_diagnostics")

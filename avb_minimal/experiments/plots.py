@@ -13,7 +13,7 @@ from .. import models as M  # noqa: E402
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"]
 TITLES = {"vae": "VAE (Gaussian encoder)", "avb": "AVB", "avb_ac": "AVB + adaptive contrast",
-          "bavae": "Biadversarial VAE (seed 002)",
+          "bavae": "Biadversarial VAE (Fickinger)",
           "bavae_exact": "BAVAE ablation: eq. (6) + exact reconstruction"}
 
 
