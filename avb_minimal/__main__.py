@@ -23,7 +23,7 @@ if "numpy" not in sys.modules and sys.argv[1:3] == ["bench", "step"]:
 
 import numpy as np  # noqa: E402
 
-from .argcheck import check_paths, non_negative_int, positive_int  # noqa: E402
+from .argcheck import check_paths, non_negative_int, positive_int, remove_created_folders  # noqa: E402
 from .checkpoint import write_json  # noqa: E402
 
 # Each command imports the modules it runs inside its own function: the experiments load
@@ -192,6 +192,9 @@ def _add_train(sub):
     tr.add_argument("--curve-every", type=non_negative_int, default=0, metavar="N",
                     help="record the exact log-likelihood every N iterations")
     tr.add_argument("--json", metavar="PATH", help="write the final evaluation (and curve) as JSON")
+    tr.add_argument("--allow-config-change", action="store_true",
+                    help="resume a checkpoint even if its seed or settings differ from the asked ones (the "
+                         "differences are printed); without it such a resume stops and lists them")
     tr.add_argument("--quiet", action="store_true")
 
 
@@ -363,7 +366,8 @@ def _train(args):
     eval_fn = loglik_curve_fn(data, arch) if args.curve_every else None
     params, info, res = train_and_evaluate(args.model, data, arch, cfg, ev, seed=args.seed,
                                            checkpoint=args.checkpoint, quiet=args.quiet, eval_fn=eval_fn,
-                                           eval_every=args.curve_every, desc=args.model, device=args.device)
+                                           eval_every=args.curve_every, desc=args.model, device=args.device,
+                                           allow_config_change=args.allow_config_change)
     res["wall_seconds"] = info["wall_seconds"]
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in res.items()}))
     if args.json:
@@ -413,10 +417,12 @@ def main(argv=None):
     try:
         check_paths(args)
         args.func(args)      # each sub-command names its function with set_defaults(func=...)
-    except (ValueError, OSError) as e:          # OSError: a path that went bad during the run
-        print(f"avb-minimal: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, MemoryError) as e:          # OSError: a path that went bad during the run
+        remove_created_folders(args)
+        print(f"avb-minimal: error: {e or 'out of memory'}", file=sys.stderr)
         return 2
     except RuntimeError as e:      # TrainingDiverged (last good checkpoint kept), --device gpu without one
+        remove_created_folders(args)
         print(f"avb-minimal: stopped: {e}", file=sys.stderr)
         return 3
     return 0
