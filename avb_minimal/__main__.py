@@ -218,11 +218,15 @@ def _add_assignments(sub):
     ab.add_argument("--source", metavar="DIR", help="source checkout (default: the one imported)")
     ab.set_defaults(func=_assignments_build)
     ag = asub.add_parser("grade", help="run each task's tests in a student tree and score them",
-                         description="Run the tests marked with each task (one pytest session, with DIR's "
-                                     "own avb_minimal) and print a score table: task, tests passed, status "
+                         description="Run the instructor's tests marked with each task (one pytest session "
+                                     "in a private folder, against DIR's avb_minimal; DIR's own tests, conftest.py "
+                                     "and pytest settings are never used) and print a score table: task, tests passed, status "
                                      "(passed / not implemented / blocked by X.Y / failed), points.")
     ag.add_argument("dir", metavar="DIR", help="the student (or solution) tree")
-    ag.add_argument("--tasks", metavar="LIST", help="comma list of task ids (default: all)")
+    ag.add_argument("--tasks", metavar="LIST", help="comma list of task ids (default: those DIR/handouts/tasks.json "
+                                                    "lists, else all; the student can edit that file)")
+    ag.add_argument("--tests", metavar="TESTS", help="the instructor's tests/ folder (default: the one of the checkout "
+                                                     "the grader runs from); the tree's own tests are never used")
     ag.add_argument("--json", metavar="PATH", help="write the gradebook entry as JSON (atomically)")
     ag.add_argument("--timeout", type=positive_int, default=1800,
                     help="seconds before the test run is stopped (default 1800)")
@@ -401,7 +405,7 @@ def _assignments_build(args):
 
 def _assignments_grade(args):
     from .course.grade import format_grade, grade
-    g = grade(args.dir, tasks=args.tasks, timeout=args.timeout)
+    g = grade(args.dir, tasks=args.tasks, timeout=args.timeout, tests=args.tests)
     print(format_grade(g))
     if args.json:
         write_json(args.json, g)
