@@ -344,12 +344,12 @@ def resume_run(path: str, kind: str, arch: M.Arch, params: dict, states: dict, d
 def compare_run(path: str, meta: dict, cfg: TrainConfig, seed: int, allow_change: bool = False) -> None:
     """Stop a resume whose asked seed or configuration is not the checkpoint's (see `resume_run`)."""
     stored, done, asked = meta["config"], meta["iteration"], asdict(cfg)
-    if cfg.iters < done:
-        raise ValueError(f"checkpoint {path!r} has already trained {done} iterations; --iters {cfg.iters} asks "
-                         "for fewer (resuming cannot undo them): write a shorter run to a new checkpoint")
     if done > stored.get("iters", done):
         raise ValueError(f"checkpoint {path!r} has unreadable metadata: iteration {done} is past its "
                          f"configuration's iters {stored.get('iters')!r}" + OTHER_RUN)
+    if cfg.iters < done:
+        raise ValueError(f"checkpoint {path!r} has already trained {done} iterations; --iters {cfg.iters} asks "
+                         "for fewer (resuming cannot undo them): write a shorter run to a new checkpoint")
     diffs = ([f"seed: checkpoint {meta['seed']!r}, asked {seed!r}"]
              if meta.get("seed") is not None and meta["seed"] != seed else [])
     diffs += [f"{k}: checkpoint {stored.get(k, '(none)')!r}, asked {asked.get(k, '(none)')!r}"
