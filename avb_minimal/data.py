@@ -75,7 +75,7 @@ def load_npz(path: str, key: str = "x", dim: int = 784) -> np.ndarray:
         raise ValueError(f"{path}: a .npy file (one array) under an .npz name; save it with "
                          f"numpy.savez({os.path.basename(path)!r}, {key}=array)")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not an .npz (zip) file (empty, truncated, or another format); expected "
+        raise ValueError(f"{path}: not an .npz (zip) file (empty, truncated or corrupt, or another format); expected "
                          f"an .npz holding key {key!r}, a 0/1 array of shape (N, {dim})")
     try:
         with np.load(path, allow_pickle=False) as f:
