@@ -23,7 +23,7 @@ if "numpy" not in sys.modules and sys.argv[1:3] == ["bench", "step"]:
 
 import numpy as np  # noqa: E402
 
-from .argcheck import check_paths, non_negative_int, positive_int, seed_list  # noqa: E402
+from .argcheck import check_paths, non_negative_int, positive_int, remove_created_folders, seed_list  # noqa: E402
 from .checkpoint import package_version, write_json  # noqa: E402
 
 # Each command imports the modules it runs inside its own function: the experiments load
@@ -234,6 +234,9 @@ def _add_train(sub):
     tr.add_argument("--curve-every", type=non_negative_int, default=0, metavar="N",
                     help="record the exact log-likelihood every N iterations")
     tr.add_argument("--json", metavar="PATH", help="write the final evaluation (and curve) as JSON")
+    tr.add_argument("--allow-config-change", action="store_true",
+                    help="resume a checkpoint even if its seed or settings differ from the asked ones (the "
+                         "differences are printed); without it such a resume stops and lists them")
     tr.add_argument("--quiet", action="store_true", help="no progress output")
     _step_flag(tr)
 
@@ -260,11 +263,15 @@ def _add_assignments(sub):
     ab.add_argument("--source", metavar="DIR", help="source checkout (default: the one imported)")
     ab.set_defaults(func=_assignments_build)
     ag = asub.add_parser("grade", help="run each task's tests in a student tree and score them",
-                         description="Run the tests marked with each task (one pytest session, with DIR's "
-                                     "own avb_minimal) and print a score table: task, tests passed, status "
+                         description="Run the instructor's tests marked with each task (one pytest session "
+                                     "in a private folder, against DIR's avb_minimal; DIR's own tests, conftest.py "
+                                     "and pytest settings are never used) and print a score table: task, tests passed, status "
                                      "(passed / not implemented / blocked by X.Y / failed), points.")
     ag.add_argument("dir", metavar="DIR", help="the student (or solution) tree")
-    ag.add_argument("--tasks", metavar="LIST", help="comma list of task ids (default: all)")
+    ag.add_argument("--tasks", metavar="LIST", help="comma list of task ids (default: those DIR/handouts/tasks.json "
+                                                    "lists, else all; the student can edit that file)")
+    ag.add_argument("--tests", metavar="TESTS", help="the instructor's tests/ folder (default: the one of the checkout "
+                                                     "the grader runs from); the tree's own tests are never used")
     ag.add_argument("--json", metavar="PATH", help="write the gradebook entry as JSON (atomically)")
     ag.add_argument("--timeout", type=positive_int, default=1800,
                     help="seconds before the test run is stopped (default 1800)")
@@ -420,7 +427,8 @@ def _train(args):
     eval_fn = loglik_curve_fn(data, arch) if args.curve_every else None
     params, info, res = train_and_evaluate(args.model, data, arch, cfg, ev, seed=args.seed,
                                            checkpoint=args.checkpoint, quiet=args.quiet, eval_fn=eval_fn,
-                                           eval_every=args.curve_every, desc=args.model, device=args.device)
+                                           eval_every=args.curve_every, desc=args.model, device=args.device,
+                                           allow_config_change=args.allow_config_change)
     res["wall_seconds"] = info["wall_seconds"]
     print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in res.items()}))
     if args.json:
@@ -454,7 +462,7 @@ def _assignments_build(args):
 
 def _assignments_grade(args):
     from .course.grade import format_grade, grade
-    g = grade(args.dir, tasks=args.tasks, timeout=args.timeout)
+    g = grade(args.dir, tasks=args.tasks, timeout=args.timeout, tests=args.tests)
     print(format_grade(g))
     if args.json:
         write_json(args.json, g, device="cpu")
@@ -477,10 +485,12 @@ def main(argv=None):
         except (OSError, ValueError, AttributeError):     # a stdout without a file (pytest's capture)
             pass
         return 141           # 128 + SIGPIPE: what a shell reports for a program stopped by a closed pipe
-    except (ValueError, OSError) as e:          # OSError: a path that went bad during the run
-        print(f"avb-minimal: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, MemoryError) as e:          # OSError: a path that went bad during the run
+        remove_created_folders(args)
+        print(f"avb-minimal: error: {e or 'out of memory'}", file=sys.stderr)
         return 2
     except RuntimeError as e:      # TrainingDiverged (last good checkpoint kept), --device gpu without one
+        remove_created_folders(args)
         print(f"avb-minimal: stopped: {e}", file=sys.stderr)
         return 3
     return 0

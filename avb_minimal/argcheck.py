@@ -30,12 +30,18 @@ def non_negative_int(s):
     return v
 
 
-def writable_folder(path, flag, create=True):
+def writable_folder(path, flag, create=True, created=None):
     """Check that files can be written in folder `path`; ValueError naming `flag` (the
-    command-line argument) otherwise.  create=True makes it if needed; create=False
-    changes nothing and checks the nearest folder that exists instead."""
+    command-line argument) otherwise.  create=True makes it if needed (and appends the
+    topmost folder it made to the list `created`); create=False changes nothing and checks
+    the nearest folder that exists instead."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{flag} {path!r} is a file, not a folder")
+    top = os.path.abspath(path)
+    while not os.path.exists(os.path.dirname(top)) and os.path.dirname(top) != top:
+        top = os.path.dirname(top)
+    if created is not None and not os.path.exists(top):
+        created.append(top)
     if not create:
         base = os.path.abspath(path)
         while not os.path.exists(base):
@@ -55,12 +61,23 @@ def writable_folder(path, flag, create=True):
     return path
 
 
-def writable_file(path, flag, create=True):
+def writable_file(path, flag, create=True, created=None):
     """A file path whose folder can hold it (see `writable_folder`)."""
     if os.path.isdir(path):
         raise ValueError(f"{flag} {path!r} is a folder; give a file path")
-    writable_folder(os.path.dirname(os.path.abspath(path)), f"{flag}'s folder", create)
+    writable_folder(os.path.dirname(os.path.abspath(path)), f"{flag}'s folder", create, created)
     return path
+
+
+def remove_created_folders(args):
+    """After a refused or failed command: remove the folders `check_paths` made for it if
+    they are still empty, so that a refused run leaves nothing behind."""
+    for top in reversed(getattr(args, "created_folders", [])):
+        for folder, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):     # deepest first
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
 
 
 def check_paths(args):
@@ -71,11 +88,18 @@ def check_paths(args):
         device_module("gpu")
     reproduce = args.command == "reproduce"          # (assignments build's OUT is build()'s own check)
     outputs = [(getattr(args, f), "--" + f) for f in ("json", "plot", "checkpoint") if getattr(args, f, None)]
+    seen = {}
+    for path, flag in outputs:          # two outputs in one file: the last writer would silently win
+        real = os.path.realpath(path)
+        if real in seen:
+            raise ValueError(f"{flag} {path!r} is the same file as {seen[real]}: give each output its own file")
+        seen[real] = f"{flag} {path!r}"
+    args.created_folders = []
     for create in (False, True):
         if reproduce:
-            writable_folder(args.out, "--out", create)
+            writable_folder(args.out, "--out", create, args.created_folders)
         for path, flag in outputs:
-            writable_file(path, flag, create)
+            writable_file(path, flag, create, args.created_folders)
         if create:
             break
         if reproduce and args.experiment == "mnist":

@@ -176,6 +176,25 @@ class DeviceRNG:
         return {"device_seed": self.seed, "counter": self.counter}
 
 
+def memory_bytes(xp: ModuleType = numpy) -> int | None:
+    """The memory arrays of module `xp` can use: the host's physical memory for numpy, the
+    device's for cupy; None where the system does not say."""
+    try:
+        if xp is numpy:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return int(xp.cuda.runtime.memGetInfo()[1])
+    except (AttributeError, ValueError, OSError, TypeError):
+        return None
+
+
+def check_fits(nbytes: int, what: str, xp: ModuleType = numpy) -> None:
+    """ValueError before allocating, if `nbytes` exceed the memory of `xp`'s machine."""
+    have = memory_bytes(xp)
+    if have is not None and nbytes > have:
+        raise ValueError(f"{what} would need about {nbytes / 2 ** 30:,.1f} GiB of memory; this "
+                         f"{'machine' if xp is numpy else 'GPU'} has {have / 2 ** 30:,.1f} GiB")
+
+
 def check_finite(name: str, a: numpy.ndarray) -> None:
     """ValueError naming `name` if `a` holds NaN or inf (one pass over the array)."""
     ok = array_module(a).isfinite(a)

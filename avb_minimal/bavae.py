@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import nullcontext
 from typing import Callable
 
 import autograd.numpy as np
@@ -49,7 +50,7 @@ from . import models as M
 from . import objectives as O
 from . import train as T
 from .backend import DeviceRNG, array_module, device_module, tree_to_device
-from .checkpoint import OTHER_RUN, load_checkpoint, read_meta
+from .checkpoint import OTHER_RUN, hold, load_checkpoint, read_meta
 from .data import check_binary_data, sample_batch
 from .nn import concatenate, resnet
 from .ops import bernoulli_loglik, inner_product_all_pairs, inner_product_rows
@@ -200,7 +201,7 @@ def sample_step_noise(rng: onp.random.Generator, arch: M.Arch, batch: int) -> tu
     return eps, z_prior, u
 
 
-def _resume(path, arch, params, states, reconstruction, device="cpu", seed=0):
+def _resume(path, arch, params, states, reconstruction, device="cpu", seed=0, cfg=None, allow_change=False):
     """`train.resume_run` (kind, architecture, optimiser states, rng) after the checks of its own:
     the checkpoint's reconstruction mode and exp cap (`objectives.exp_linear`)."""
     meta = read_meta(path)
@@ -210,12 +211,13 @@ def _resume(path, arch, params, states, reconstruction, device="cpu", seed=0):
     if meta.get("exp_cap", O.EXP_CAP) != O.EXP_CAP:
         raise ValueError(f"checkpoint {path!r} was trained with objectives.EXP_CAP = {meta['exp_cap']}, "
                          f"not {O.EXP_CAP}" + OTHER_RUN)
-    return resume_run(path, KIND, arch, params, states, device, seed, draws=4)
+    return resume_run(path, KIND, arch, params, states, device, seed, 4, cfg, allow_change)
 
 
 def train_bavae(data: onp.ndarray, arch: M.Arch, cfg: TrainConfig, seed: int = 0, checkpoint: str | None = None,
                 quiet: bool = True, eval_fn: Callable | None = None, eval_every: int = 0,
-                desc: str | None = None, reconstruction: str = "adversary", device: str = "cpu") -> tuple:
+                desc: str | None = None, reconstruction: str = "adversary", device: str = "cpu",
+                allow_config_change: bool = False) -> tuple:
     """Train a Biadversarial VAE on binary `data` (N, D); same contract as `train.train`
     (resumable checkpoint, eval_fn every eval_every iterations, TrainingDiverged on NaN/inf).
     cfg: a `train.TrainConfig` (lr_adv serves both adversaries; adv_steps must be 1).
@@ -233,25 +235,26 @@ def train_bavae(data: onp.ndarray, arch: M.Arch, cfg: TrainConfig, seed: int = 0
     params = init_bavae(rng, arch)
     states = init_states(params)
     start, history, wall0 = 0, [], 0.0
-    if checkpoint is not None and os.path.exists(checkpoint):
-        params, states, start, history, wall0, rng = _resume(checkpoint, arch, params, states, reconstruction,
-                                                             device, seed)
-    elif xp is not onp:
-        rng = DeviceRNG(xp, seed)
-    params, states, data = tree_to_device(params, xp), tree_to_device(states, xp), xp.asarray(data)
-    step = make_bavae_step(arch, cfg, reconstruction)
+    with hold(checkpoint) if checkpoint is not None else nullcontext():   # one writer per checkpoint
+        if checkpoint is not None and os.path.exists(checkpoint):
+            params, states, start, history, wall0, rng = _resume(checkpoint, arch, params, states, reconstruction,
+                                                                 device, seed, cfg, allow_config_change)
+        elif xp is not onp:
+            rng = DeviceRNG(xp, seed)
+        params, states, data = tree_to_device(params, xp), tree_to_device(states, xp), xp.asarray(data)
+        step = make_bavae_step(arch, cfg, reconstruction)
 
-    def one_step(params, states, it):
-        x = sample_batch(rng, data, cfg.batch)                              # (B, D)
-        eps, z_prior, u = sample_step_noise(rng, arch, cfg.batch)
-        return step(params, states, x, eps, z_prior, u, cfg.lr_scale(it))
+        def one_step(params, states, it):
+            x = sample_batch(rng, data, cfg.batch)                              # (B, D)
+            eps, z_prior, u = sample_step_noise(rng, arch, cfg.batch)
+            return step(params, states, x, eps, z_prior, u, cfg.lr_scale(it))
 
-    def save(params, states, it, history, wall):
-        save_run(checkpoint, KIND, arch, cfg, params, states, it, rng, history, wall,
-                         reconstruction=reconstruction, exp_cap=O.EXP_CAP)
+        def save(params, states, it, history, wall):
+            save_run(checkpoint, KIND, arch, cfg, params, states, it, rng, history, wall, seed,
+                     reconstruction=reconstruction, exp_cap=O.EXP_CAP)
 
-    return run_training(one_step, save, params, states, cfg, start, history, wall0, checkpoint,
-                        desc or KIND, quiet, eval_fn, eval_every, ("kl_encoder", "kl_decoder", "w_model"))
+        return run_training(one_step, save, params, states, cfg, start, history, wall0, checkpoint,
+                            desc or KIND, quiet, eval_fn, eval_every, ("kl_encoder", "kl_decoder", "w_model"))
 
 
 def load_bavae(path: str, arch: M.Arch) -> dict:

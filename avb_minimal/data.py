@@ -69,13 +69,27 @@ def load_npz(path: str, key: str = "x", dim: int = 784) -> np.ndarray:
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file; expected an .npz holding key {key!r}, "
                          f"a 0/1 array of shape (N, {dim})")
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head == b"\x93NUMPY":
+        raise ValueError(f"{path}: a .npy file (one array) under an .npz name; save it with "
+                         f"numpy.savez({os.path.basename(path)!r}, {key}=array)")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not an .npz (zip) file (empty, truncated or corrupt, or another format); expected "
+                         f"an .npz holding key {key!r}, a 0/1 array of shape (N, {dim})")
     try:
         with np.load(path, allow_pickle=False) as f:
             if key not in f.files:
                 raise ValueError(f"{path}: no array {key!r} in this .npz (it holds {f.files})")
             x = f[key]
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npz file (truncated or corrupt?): {e}") from None
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise ValueError(f"{path}: array {key!r} holds Python objects (pickled data), which are never "
+                             f"loaded; store a numeric 0/1 array of shape (N, {dim})") from None
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, KeyError, NotImplementedError) as e:
+        raise ValueError(f"{path}: not a readable .npz file (truncated or corrupt?): {type(e).__name__}: {e}") \
+            from None
     try:
         return check_binary_data(x, "x", dim)
     except ValueError as e:
@@ -134,7 +148,8 @@ def load_idx(path: str, rng: np.random.Generator | None = None, dim: int = 784,
         raise ValueError(f"{path}: no such file; expected MNIST images in the IDX format "
                          "(e.g. train-images-idx3-ubyte or train-images-idx3-ubyte.gz)")
     if binarize and rng is None:
-        raise ValueError(f"{path}: dynamic binarization needs a random Generator: pass rng=")
+        raise ValueError(f"{path}: IDX images are binarized at random (dynamic binarization), which needs a "
+                         "numpy Generator (rng=); from the command line the training seed draws it")
     with open(path, "rb") as fh:
         raw = fh.read()
     if raw[:2] == b"\x1f\x8b":

@@ -80,6 +80,18 @@ class Arch:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
+def memory_estimate(arch: Arch, batch: int = 512) -> int:
+    """Bytes (float32) a training run of `arch` needs at least: every weight matrix four
+    times (parameters, gradient, Adam's two moments) and one batch's activations; used to
+    refuse sizes that cannot fit before anything is allocated."""
+    nets = [(arch.x_dim + arch.eps_dim, *arch.hidden, 2 * arch.z_dim), (arch.z_dim, *arch.hidden, arch.x_dim),
+            (arch.x_dim, *arch.adv_hidden, arch.adv_dim), (arch.z_dim, *arch.adv_hidden, arch.adv_dim),
+            (arch.x_dim + arch.z_dim, arch.res_width, arch.res_width)]
+    weights = sum(a * b for sizes in nets for a, b in zip(sizes, sizes[1:]))
+    activations = batch * sum(sum(sizes) for sizes in nets)
+    return 4 * (4 * weights + 4 * activations)
+
+
 def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")

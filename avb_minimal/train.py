@@ -17,10 +17,11 @@ from typing import Callable
 import numpy as np
 from autograd import grad
 
+import avb_minimal
 from . import models as M
 from . import objectives as O
 from .backend import DeviceRNG, device_module, tree_to_device, tree_to_host
-from .checkpoint import OTHER_RUN, load_checkpoint, read_meta, save_checkpoint
+from .checkpoint import OTHER_RUN, check_meta, hold, load_checkpoint, read_meta, save_checkpoint
 from .data import check_binary_data, sample_batch
 from .fast.step import FastAVBStep, supports
 from .optim import Adam, adam_init, adam_step
@@ -28,6 +29,12 @@ from .progress import Progress
 from .trees import check_finite_tree
 
 STEPS = ("auto", "readable", "fast")
+# settings a resumed run may change: what is logged and saved, and which of two equal steps runs
+BOOKKEEPING = ("log_every", "checkpoint_every", "step")
+# what a checkpoint's metadata must hold: key -> (types, least value)
+RUN_META = {"kind": ((str,), None), "arch": ((dict,), None), "config": ((dict,), None),
+            "iteration": ((int,), 0), "rng_state": ((dict,), None), "history": ((list,), None),
+            "wall_seconds": ((int, float), 0), "opt_t": ((dict,), None)}
 
 
 class TrainingDiverged(RuntimeError):
@@ -52,11 +59,18 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("iters", "batch", "adv_steps", "log_every", "checkpoint_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("lr_gen", "lr_adv", "lr_final", "b1", "b2", "decay_from"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a number, got {v!r}")
         for name in ("lr_gen", "lr_adv", "lr_final"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1):
+            raise ValueError(f"b1 and b2 must be in [0, 1), got {self.b1}, {self.b2}")
         if not 0 <= self.decay_from <= 1:
             raise ValueError(f"decay_from must be in [0, 1], got {self.decay_from}")
         O.check_negatives(self.negatives)
@@ -144,12 +158,15 @@ def _state_trees(states):
 
 
 def save_run(path: str, kind: str, arch: M.Arch, cfg: TrainConfig, params: dict, states: dict, it: int,
-             rng, history: list, wall: float, **extra: object) -> None:
+             rng, history: list, wall: float, seed: int | None = None, **extra: object) -> None:
     """The checkpoint: parameters, optimiser moments (copied to the host, so that a checkpoint
-    is the same file whichever device wrote it), and meta (extra: more meta keys)."""
+    is the same file whichever device wrote it), and meta: the run's kind, architecture,
+    configuration, seed and the package version, so that a resume can check that it
+    continues the run it was asked for (extra: more meta keys)."""
     device = "cpu" if isinstance(rng, np.random.Generator) or rng.xp is np else "gpu"
     rng_state = rng.bit_generator.state if isinstance(rng, np.random.Generator) else rng.state
-    meta = {"kind": kind, **extra, "arch": arch.to_dict(), "config": asdict(cfg), "iteration": it,
+    meta = {"kind": kind, **extra, "arch": arch.to_dict(), "config": asdict(cfg), "seed": seed,
+            "version": avb_minimal.__version__, "iteration": it,
             "rng_state": rng_state, "history": history, "wall_seconds": wall, "device": device,
             "opt_t": {k: s["t"] for k, s in states.items()}}
     save_checkpoint(path, tree_to_host(dict(params=params, **_state_trees(states))), meta)
@@ -210,11 +227,13 @@ def run_training(one_step: Callable, save: Callable | None, params: dict, states
 
 def train(kind: str, data: np.ndarray, arch: M.Arch, cfg: TrainConfig, seed: int = 0,
           checkpoint: str | None = None, quiet: bool = True, eval_fn: Callable | None = None, eval_every: int = 0,
-          desc: str | None = None, device: str = "cpu") -> tuple:
+          desc: str | None = None, device: str = "cpu", allow_config_change: bool = False) -> tuple:
     """Train a model of `kind` on binary `data` (N, D).
 
-    checkpoint: path of an .npz; if it exists the run resumes from it, and it is
-    rewritten every cfg.checkpoint_every iterations and at the end.
+    checkpoint: path of an .npz; if it exists the run resumes from it (after checking that
+    it holds this run: `resume_run`), and it is rewritten every cfg.checkpoint_every
+    iterations and at the end.  The run holds the checkpoint (`checkpoint.hold`): a second
+    run asking for it meanwhile is refused.
     eval_fn(params) -> dict of floats, called every `eval_every` iterations (0: never).
     device: 'cpu' or 'gpu'.  On the GPU the parameters, Adam's moments, the data and every
     batch and noise draw live on the device for the whole run (the noise from the device's
@@ -224,6 +243,15 @@ def train(kind: str, data: np.ndarray, arch: M.Arch, cfg: TrainConfig, seed: int
     on the device the run used.
     Raises TrainingDiverged (after saving the last good parameters) if a loss turns NaN/inf.
     """
+    if checkpoint is None:
+        return _train(kind, data, arch, cfg, seed, None, quiet, eval_fn, eval_every, desc, device,
+                      allow_config_change)
+    with hold(checkpoint):
+        return _train(kind, data, arch, cfg, seed, checkpoint, quiet, eval_fn, eval_every, desc, device,
+                      allow_config_change)
+
+
+def _train(kind, data, arch, cfg, seed, checkpoint, quiet, eval_fn, eval_every, desc, device, allow_change):
     M.check_kind(kind)
     xp = device_module(device)
     data = check_binary_data(data, "data", arch.x_dim)
@@ -234,7 +262,7 @@ def train(kind: str, data: np.ndarray, arch: M.Arch, cfg: TrainConfig, seed: int
     draws = 3 * (cfg.adv_steps if kind != "vae" else 1)  # noise draws per iteration
     if checkpoint is not None and os.path.exists(checkpoint):
         params, states, start, history, wall0, rng = resume_run(checkpoint, kind, arch, params, states, device,
-                                                                seed, draws)
+                                                                seed, draws, cfg, allow_change)
     elif xp is not np:
         rng = DeviceRNG(xp, seed)
     params, states, data = tree_to_device(params, xp), tree_to_device(states, xp), xp.asarray(data)
@@ -256,43 +284,89 @@ def train(kind: str, data: np.ndarray, arch: M.Arch, cfg: TrainConfig, seed: int
         return params, states, aux
 
     def save(params, states, it, history, wall):
-        save_run(checkpoint, kind, arch, cfg, params, states, it, rng, history, wall)
+        save_run(checkpoint, kind, arch, cfg, params, states, it, rng, history, wall, seed)
 
     return run_training(one_step, save, params, states, cfg, start, history, wall0, checkpoint,
                         desc or kind, quiet, eval_fn, eval_every, ("gen_objective", "adv_loss"))
 
 
 def resume_run(path: str, kind: str, arch: M.Arch, params: dict, states: dict, device: str = "cpu",
-               seed: int = 0, draws: int = 3) -> tuple:
+               seed: int = 0, draws: int = 3, cfg: TrainConfig | None = None, allow_change: bool = False) -> tuple:
     """(params, states, iteration, history, wall seconds, rng) from a checkpoint, on the host.
+
+    The checkpoint must hold this run: its metadata is validated, and its kind, architecture,
+    seed and configuration (`cfg`, if given) must be the asked ones.  A larger cfg.iters
+    extends the run (a line on stderr says so); fewer iterations than it has trained, or any
+    other difference, stops with a ValueError listing every difference (allow_change=True:
+    continue with the asked configuration, saying so on stderr; the settings of
+    BOOKKEEPING may always change).
     The noise generator continues as it was on the same device.  Across devices the
     parameters and Adam's moments carry over and the noise continues from the other
     device's generator, at the draw an uninterrupted run there would have reached (a
     line on stderr says so): the run goes on, though not bit for bit as it would have."""
-    meta = read_meta(path)
-    if meta.get("kind") != kind:
+    meta = check_meta(path, read_meta(path), RUN_META)
+    if meta["kind"] != kind:
         raise ValueError(f"checkpoint {path!r} holds a {meta.get('kind')!r} model, not {kind!r}" + OTHER_RUN)
-    if meta.get("arch") != arch.to_dict():
-        raise ValueError(f"checkpoint {path!r} was written for another architecture: {meta.get('arch')}"
+    if meta["arch"] != arch.to_dict():
+        diff = [f"{k}: checkpoint {meta['arch'].get(k)!r}, asked {v!r}" for k, v in arch.to_dict().items()
+                if meta["arch"].get(k) != v]
+        raise ValueError(f"checkpoint {path!r} was written for another architecture ({'; '.join(diff)})"
                          + OTHER_RUN)
+    it = meta["iteration"]
+    if cfg is not None:
+        compare_run(path, meta, cfg, seed, allow_change)
+    if set(meta["opt_t"]) != set(states) or not all(isinstance(t, int) and t >= 0 for t in meta["opt_t"].values()):
+        raise ValueError(f"checkpoint {path!r} has unreadable metadata: 'opt_t' should map {sorted(states)} to "
+                         f"step counts, found {meta['opt_t']!r}" + OTHER_RUN)
     trees, meta = load_checkpoint(path, dict(params=params, **_state_trees(states)))
     for k, s in states.items():
         s["m"], s["v"], s["t"] = trees[f"opt_{k}_m"], trees[f"opt_{k}_v"], meta["opt_t"][k]
-    written_on, it, state = meta.get("device", "cpu"), meta["iteration"], meta["rng_state"]
-    if written_on == device == "cpu":
-        rng = np.random.default_rng()
-        rng.bit_generator.state = state
-    elif written_on == device:
-        rng = DeviceRNG(device_module(device), state["device_seed"], state["counter"])
-    else:
+    written_on, state = meta.get("device", "cpu"), meta["rng_state"]
+    try:
+        if written_on == device == "cpu":
+            rng = np.random.default_rng()
+            rng.bit_generator.state = state
+        elif written_on == device:
+            rng = DeviceRNG(device_module(device), int(state["device_seed"]), int(state["counter"]))
+        else:
+            rng = (DeviceRNG(np, int(state["device_seed"]), int(state["counter"])) if written_on == "gpu"
+                   else DeviceRNG(device_module(device), seed, it * draws))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint {path!r} has unreadable metadata: its 'rng_state' cannot be restored "
+                         f"({type(e).__name__}: {e})" + OTHER_RUN) from None
+    if written_on != device:
         print(f"{path}: written on {written_on}, resumed on {device}: the parameters and the optimiser state "
               f"carry over; the noise continues from the {device}'s generator (not bit for bit as on "
               f"{written_on})", file=sys.stderr, flush=True)
-        if written_on == "gpu":
-            rng = DeviceRNG(np, state["device_seed"], state["counter"])
-        else:
-            rng = DeviceRNG(device_module(device), seed, it * draws)
     return trees["params"], states, it, meta["history"], meta["wall_seconds"], rng
+
+
+def compare_run(path: str, meta: dict, cfg: TrainConfig, seed: int, allow_change: bool = False) -> None:
+    """Stop a resume whose asked seed or configuration is not the checkpoint's (see `resume_run`)."""
+    stored, done, asked = meta["config"], meta["iteration"], asdict(cfg)
+    if done > stored.get("iters", done):
+        raise ValueError(f"checkpoint {path!r} has unreadable metadata: iteration {done} is past its "
+                         f"configuration's iters {stored.get('iters')!r}" + OTHER_RUN)
+    if cfg.iters < done:
+        raise ValueError(f"checkpoint {path!r} has already trained {done} iterations; --iters {cfg.iters} asks "
+                         "for fewer (resuming cannot undo them): write a shorter run to a new checkpoint")
+    diffs = ([f"seed: checkpoint {meta['seed']!r}, asked {seed!r}"]
+             if meta.get("seed") is not None and meta["seed"] != seed else [])
+    diffs += [f"{k}: checkpoint {stored.get(k, '(none)')!r}, asked {asked.get(k, '(none)')!r}"
+              for k in dict.fromkeys(list(asked) + list(stored))
+              if k not in BOOKKEEPING + ("iters",) and stored.get(k, "(none)") != asked.get(k, "(none)")]
+    if diffs and not allow_change:
+        raise ValueError(f"checkpoint {path!r} holds a run with other settings ({'; '.join(diffs)}): resume with "
+                         "the checkpoint's settings, write this run elsewhere (--checkpoint / --out), or pass "
+                         "--allow-config-change to continue it with the new ones")
+    notes = [f"continuing with changed settings ({'; '.join(diffs)})"] if diffs else []
+    if meta.get("seed") is None:
+        notes.append(f"the checkpoint does not record its seed; assuming --seed {seed}")
+    if cfg.iters != stored.get("iters"):
+        notes.append(f"the run now ends at iteration {cfg.iters} (was {stored.get('iters')}); "
+                     f"resuming from iteration {done}")
+    for n in notes:
+        print(f"{path}: {n}", file=sys.stderr, flush=True)
 
 
 def load_params(path: str, kind: str, arch: M.Arch) -> dict:

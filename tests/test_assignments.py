@@ -141,6 +141,70 @@ def test_a_partial_tree_grades_its_own_tasks_and_reports_blocked_ones(tmp_path):
     assert "raise NotImplementedError" not in (tree / "avb_minimal" / "ops.py").read_text()
 
 
+# ------------------------------------------------------------------ a grader the student cannot talk to
+HOOK = """
+import pytest
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    rep = (yield).get_result()
+    rep.outcome = "passed"
+"""
+
+
+def _tamper(tree):
+    """What a student could do to its own tree to turn 'not implemented' into 'passed'."""
+    for name in ("conftest.py", "tests/conftest.py", "student_hooks.py"):
+        with open(tree / name, "a", encoding="utf-8") as fh:
+            fh.write(HOOK)
+    for ini in ("pytest.ini", "tox.ini", "setup.cfg"):
+        (tree / ini).write_text("[pytest]\naddopts = -p student_hooks\n[tool:pytest]\naddopts = -p student_hooks\n")
+    (tree / "sitecustomize.py").write_text("import os\nos.environ['PYTEST_ADDOPTS'] = '-p student_hooks'\n")
+    for f in (tree / "tests").glob("test_*.py"):          # every test of task 0.1 replaced by one that passes
+        f.write_text("import pytest\n\n\n@pytest.mark.task0_1\ndef test_mlp_forward_pass():\n    pass\n")
+
+
+def _summary(g):
+    return [(r["task"], r["status"], r["passed"], r["total"], r["points"]) for r in g["tasks"]], g["points"]
+
+
+@pytest.mark.slow
+def test_a_tampered_student_tree_gets_its_honest_grade(tmp_path):
+    honest, tampered = tmp_path / "honest", tmp_path / "tampered"
+    CB.build(str(honest), tasks="0.1", source=ROOT)         # 0.1 to do; 0.2 holds its solution
+    CB.build(str(tampered), tasks="0.1", source=ROOT)
+    _tamper(tampered)
+    g_honest, g_tampered = CG.grade(str(honest), tasks="0.1,0.2"), CG.grade(str(tampered), tasks="0.1,0.2")
+    assert _summary(g_honest)[0][0][1] == "not implemented" and _summary(g_honest)[0][1][1] == "passed"
+    assert _summary(g_tampered) == _summary(g_honest)
+    assert g_tampered["tests_from"] == os.path.join(ROOT, "tests")
+    # the student's copy of the tests is never used, even when asked for
+    with pytest.raises(ValueError, match="lies inside the graded tree"):
+        CG.grade(str(tampered), tests=str(tampered / "tests"))
+
+
+def test_an_instructors_test_that_did_not_run_counts_as_failed():
+    records = {"tests/test_nn.py::test_a[1]": {"tasks": ["0.1"], "outcome": "passed", "nie_task": None,
+                                                "error": None}}
+    CG.add_missing(records, {"0.1": ["tests/test_nn.py::test_a", "tests/test_nn.py::test_b"]})
+    assert records["tests/test_nn.py::test_b"]["outcome"] == "failed"
+    assert CG.classify("0.1", records)["status"] == "failed"
+
+
+@pytest.mark.parametrize("content", ["{}", '{"tasks": 5}', "[1, 2]", '{"tasks": []}', "not json"])
+def test_a_bad_tasks_json_is_named(tmp_path, content, capsys):
+    tree = tmp_path / "s"
+    (tree / "avb_minimal").mkdir(parents=True)
+    (tree / "avb_minimal" / "__init__.py").write_text("")
+    (tree / "tests").mkdir()
+    (tree / "handouts").mkdir()
+    (tree / "handouts" / "tasks.json").write_text(content)
+    assert main(["assignments", "grade", str(tree)]) == 2
+    err = capsys.readouterr().err
+    assert "tasks.json should hold" in err and len(err.strip().splitlines()) == 1
+
+
 # ------------------------------------------------------------------ bad markers
 GOOD = "    ### BEGIN SOLUTION task 3.1: the loss\n    return 1\n    ### END SOLUTION\n"
 

@@ -271,3 +271,31 @@ def test_a_failed_first_write_json_creates_no_file(tmp_path):
         write_json(str(path), {"bad": object()})
     assert list(tmp_path.iterdir()) == []
     assert not os.path.exists(path)
+
+
+def test_a_full_disk_names_the_file_that_could_not_be_written(tmp_path, monkeypatch):
+    """[Errno 28] alone named no file; now the file and the fate of its previous version."""
+    path, ck = tmp_path / "r.json", tmp_path / "c.npz"
+    write_json(str(path), {"kept": 1})
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(C.os, "replace", full)
+    with pytest.raises(OSError, match=r"could not write file .*r\.json.*No space left on device.*previous version "
+                                      r"is intact"):
+        write_json(str(path), {"new": 2})
+    with pytest.raises(OSError, match=r"could not write checkpoint .*c\.npz.*nothing was written there"):
+        save_checkpoint(ck, {"w": np.ones(2)}, {})
+    monkeypatch.undo()
+    assert _leftovers(tmp_path, {"r.json"}) == [] and json.loads(path.read_text()) == {"kept": 1}
+
+
+def test_hold_refuses_a_second_holder_and_leaves_no_lock_file(tmp_path):
+    ck = str(tmp_path / "c.npz")
+    with C.hold(ck):
+        with pytest.raises(C.CheckpointBusy, match=f"process {os.getpid()}"):
+            with C.hold(ck):
+                pass
+    with C.hold(ck):                     # free again once released
+        pass
+    assert list(tmp_path.iterdir()) == []

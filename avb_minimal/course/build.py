@@ -54,6 +54,11 @@ def _check_source(root):
 
 def _check_out(out, root):
     out_abs = os.path.realpath(out)
+    parent = os.path.dirname(out_abs)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"output {out!r} cannot be made: {parent!r} is a file, not a folder")
     if os.path.exists(out_abs):
         if not os.path.isdir(out_abs):
             raise ValueError(f"output {out!r} exists and is not a folder")

@@ -17,6 +17,9 @@ fourth model, 'bavae' (eq. 19), and 'bavae_exact' (its ablation: eq. 6 kept, eq.
 by the exact reconstruction term); its decoder is evaluated by the same AIS.
 
 Nothing here knows of a test split: every function takes the arrays it is given.
+
+Longer than 400 lines because it holds the whole Table 2 experiment in one place: settings,
+training, the evaluation protocol, results kept across interrupted runs and seeds, the table.
 """
 import json
 import os
@@ -28,7 +31,7 @@ import numpy as np
 from .. import bavae as BV
 from .. import models as M
 from ..ais import ais_log_likelihood
-from ..backend import device_module, tree_to_device, tree_to_host
+from ..backend import check_fits, device_module, tree_to_device, tree_to_host
 from ..bavae import adversary_D, game_diagnostics, load_bavae, reconstruction_of
 from ..checkpoint import read_meta, write_json
 from ..data import data_dir, dataset_file, load_binary
@@ -228,11 +231,14 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
             if int(v) < 1:
                 raise ValueError(f"{k} must be a positive integer, got {v}")
             ev[k] = int(v)
-    # load both files before any training, so a bad file stops the run at once
-    x_eval = load_binary(eval_file)[:ev["ais_examples"]]
-    x_train = load_binary(train_file)
     for k in kinds:
         check_mnist_kind(k)
+    check_fits(M.memory_estimate(mnist_arch(latent, quick), mnist_configs(quick)["avb"].batch),
+               f"a model with --latent {latent}", device_module(device))
+    # load both files before any training, so a bad file stops the run at once (IDX images are
+    # binarized at random: with draws of their own from the seed)
+    x_eval = load_binary(eval_file, np.random.default_rng([seed, 1]))[:ev["ais_examples"]]
+    x_train = load_binary(train_file, np.random.default_rng([seed, 0]))
     arch, cfgs = mnist_arch(latent, quick), {k: mnist_config(k, quick, step) for k in kinds}
     res = {"settings": {"data": os.path.abspath(folder), "train_file": train_file, "eval_file": eval_file,
                         "split": split, "latent": latent, "quick": quick, "seed": seed, "device": device,
@@ -306,6 +312,9 @@ def _previous_results(json_path, settings):
             old = json.load(fh)
     except (OSError, ValueError):
         old = {}
+    if not isinstance(old, dict) or not isinstance(old.get("settings", {}), dict):
+        raise ValueError(f"--json {json_path!r} holds JSON that is not a results file of reproduce mnist (a "
+                         f"{type(old).__name__}); choose another file, or remove it")
     rows = [k for k in MNIST_KINDS if isinstance(old.get(k), dict)]
     same = {k: v for k, v in settings.items() if k not in ("iterations", "step")}      # both steps: one result
     prev = {k: v for k, v in old.get("settings", {}).items() if k not in ("iterations", "step")}

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import evaluate as E
 from .. import models as M
-from ..backend import device_module, tree_to_device
+from ..backend import check_fits, device_module, tree_to_device
 from ..data import four_points, sample_batch
 from ..experiments.plots import bench_sweep_figure
 from ..experiments.table1 import table1_settings
@@ -115,6 +115,7 @@ def sgemm_gflops(n=1024, reps=20, rng=None):
 
 def _setup(batch, width, negatives, seed, step, xp=np):
     arch = bench_arch(width)
+    check_fits(M.memory_estimate(arch, batch), f"a step with --batch {batch} --width {width}", xp)
     cfg = TrainConfig(iters=10 ** 6, batch=batch, negatives=negatives, step=step)
     rng = np.random.default_rng(seed)
     params = M.init_params(rng, "avb", arch)
