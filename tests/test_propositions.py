@@ -174,7 +174,8 @@ def _flat(tree):
 
 @pytest.mark.task3_1
 def test_prop1_the_adversary_step_learns_T_star(quadratic_adversary):
-    """Proposition 1, eq. (3.4), through `train.make_adversary_step` (eq. 3.3 by Adam): the
+    """Proposition 1, eq. (3.4), through `train.make_adversary_step` (eq. (3.3), i.e. eq. (I.1),
+    by Adam): the
     adversary trained against a fixed encoder learns T* = log q(z|x) - log p(z) -- and its
     nets learn log q(z|x), the folded prior supplying -log p(z)."""
     p = _model()
@@ -192,7 +193,8 @@ def test_prop1_the_adversary_step_learns_T_star(quadratic_adversary):
 
 @pytest.mark.task3_2
 def test_prop2_the_generator_gradient_of_the_step_is_the_elbo_gradient(quadratic_adversary):
-    """Proposition 2, eq. (3.5)-(3.6): with T = T* the encoder's and decoder's gradient in
+    """Proposition 2, eq. (3.5)-(3.6) (eq. (3.5): eq. (3.1) with T* in place of log q - log p):
+    with T = T* the encoder's and decoder's gradient in
     Algorithm 1 (avb_losses, psi held fixed) is the gradient of the ELBO, eq. (2.4); the
     decoder's exactly (same z), the encoder's up to the Monte Carlo error of E_q[grad T*] = 0."""
     p = _model()
@@ -230,11 +232,13 @@ def _elbo_optimum(p, x, eps):
 @pytest.mark.task3_1
 @pytest.mark.task3_2
 def test_prop3_the_elbo_optimum_with_T_star_is_a_nash_equilibrium_of_the_step(quadratic_adversary):
-    """Proposition 3: (theta*, phi*, T*) with (theta*, phi*) the ELBO's optimum (eq. 2.4) and
-    T* = log q - log p (eq. 3.4) is a Nash equilibrium of the game of eq. (3.3) and (3.7):
+    """Proposition 3, eq. (3.8): (theta*, phi*, T*) with (theta*, phi*) the ELBO's optimum
+    (eq. 2.4) and T* = log q - log p (eq. 3.4) is a Nash equilibrium of the game of eq. (3.3) and (3.7):
     each player's gradient in Algorithm 1's step vanishes (up to Monte Carlo error).  Each
     player's gradient is its own objective's: the adversary's is eq. (3.3)'s alone (no
-    gradient of eq. (3.7) reaches psi), the encoder's is eq. (3.7)'s alone (none of eq. 3.3)."""
+    gradient of eq. (3.7) reaches psi), the encoder's is eq. (3.7)'s alone (none of eq. 3.3).
+    The proof's steps, eq. (I.7), eq. (I.8), eq. (I.9), eq. (I.10), eq. (I.11): with T = T*
+    fixed, eq. (3.7) is the ELBO plus KL(q_phi, q_phi*), stationary at phi = phi*."""
     x, eps, z_neg = _data()
     p = _elbo_optimum(_model(), x, eps)
     p["adv"] = _T_star(p)
@@ -274,8 +278,8 @@ def _log_px_and_posterior_kl(p, n_quad=120):
 
 
 def test_cor4_the_avb_objective_is_log_px_minus_the_posterior_gap(quadratic_adversary):
-    """Corollary 4: with T = T*, eq. (3.7) as the step computes it (avb_losses) is
-    log p_theta(x) - KL(q(z|x), p_theta(z|x)) (eq. 2.2-2.3), so it reaches log p_theta(x) --
+    """Corollary 4, eq. (3.9): with T = T*, eq. (3.7) as the step computes it (avb_losses) is
+    log p_theta(x) - KL(q(z|x), p_theta(z|x)) (eq. (2.2); its mean over x bounds eq. (2.3)), so it reaches log p_theta(x) --
     maximum likelihood -- exactly when q is the true posterior.  Here the decoder ignores z, so
     the posterior is the prior, which this encoder can represent: the objective is log p(x)
     there and falls by the KL for any other q."""
@@ -298,7 +302,8 @@ def test_cor4_the_avb_objective_is_log_px_minus_the_posterior_gap(quadratic_adve
 
 @pytest.mark.task4_1
 def test_prop1_under_adaptive_contrast_the_contrast_matches_q(quadratic_adversary):
-    """Algorithm 2 (eq. 4.1-4.3, III.1-III.3): the adversary sees z_bar = (z - mu) / sigma with
+    """Algorithm 2 (eq. (4.3): the adversary tells q~(z~|x) from r_0 = N(0, I); eq. (III.1):
+    z = z0 + sum_i a_i v_i): the adversary sees z_bar = (z - mu) / sigma with
     the moments of eq. (III.2)-(III.3), so for a Gaussian q (linear basis nets) z_bar ~ N(0, 1)
     = r_alpha's standardisation and T* = 0: the adversary's step gradient at T = 0 vanishes
     (Proposition 1 with q = the contrast), which needs the moments right."""

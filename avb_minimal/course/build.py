@@ -129,8 +129,9 @@ def build(out, tasks=None, source=None, manifest=TASKS, check=True, timeout=1800
             regs = [r for r in regions if r.task == t]
             with open(os.path.join(tmp, "handouts", handout_name(t)), "w", encoding="utf-8") as fh:
                 fh.write(handout(t, regs, stubs[t], tests.get(t, []), chosen, manifest))
-        with open(os.path.join(tmp, "STUDENT.md"), "w", encoding="utf-8") as fh:
-            fh.write(student_readme(chosen, regions, manifest))
+        for name in ("STUDENT.md", "README.md"):     # the project's README is not the student's
+            with open(os.path.join(tmp, name), "w", encoding="utf-8") as fh:
+                fh.write(student_readme(chosen, regions, manifest))
         with open(os.path.join(tmp, TREE_TASKS), "w", encoding="utf-8") as fh:
             json.dump({"tasks": chosen, "points": {t: manifest[t]["points"] for t in chosen}}, fh, indent=1)
         if os.path.isdir(out_abs):
@@ -249,8 +250,8 @@ def handout(t, regions, stubs, tests, chosen, manifest=TASKS):
 
 {textwrap.fill(m['what'], 88)}
 
-Each place above raises `NotImplementedError("Task {t}: ...")` until you replace that line
-with your code.  Keep the docstring's shapes and conventions: the rest of the library and
+Each place above raises `NotImplementedError("Task {t}: ...")` (in a `.cu` kernel: calls
+`__trap()`, and the emulated launch reports it) until you replace that line with your code.  Keep the docstring's shapes and conventions: the rest of the library and
 the chapters call these functions.
 
 ## Equations
