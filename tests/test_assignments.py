@@ -200,10 +200,12 @@ def test_build_refuses_a_task_whose_tests_pass_with_it_blanked(tmp_path):
                         f"    if False:\n        ### BEGIN SOLUTION task 5.1: {begin.group(2)}\n        pass\n"
                         "        ### END SOLUTION\n    return float(d * np.mean(", 1)
     ev.write_text(text)
+    with pytest.raises(ValueError, match=r"would still hold answers: avb_minimal/evaluate.py"):
+        CB.build(str(tmp_path / "out"), tasks="5.1", source=str(src))   # the grep sees the code first
+    assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match=r"task 5.1: with its regions blanked and every other task solved, "
                                          r"\d+ of its \d+ tests still pass"):
-        CB.build(str(tmp_path / "out"), tasks="5.1", source=str(src))
-    assert not (tmp_path / "out").exists()
+        CB.check_blanked_tasks_fail(str(src), CT.list_regions(str(src)), ["5.1"])
 
 
 # ------------------------------------------------------------------ bad markers
