@@ -257,10 +257,15 @@ def _add_assignments(sub):
                          description="Copy the library, kernels, chapters and tests into OUT with the "
                                      "chosen tasks' solution regions replaced by raise NotImplementedError, "
                                      "plus a Markdown handout per task (OUT/handouts) and OUT/STUDENT.md.  "
-                                     "OUT must not exist or be empty; nothing is left behind on an error.")
+                                     "OUT must not exist or be empty; nothing is left behind on an error.  "
+                                     "It refuses a tree in which a task's answer can still be found "
+                                     "(a twin of the code in another form) or a blanked task's tests pass.")
     ab.add_argument("out", metavar="OUT", help="output folder (generated: never commit it)")
     ab.add_argument("--tasks", metavar="LIST", help="comma list of task ids, e.g. 3.1,3.2 (default: all)")
     ab.add_argument("--source", metavar="DIR", help="source checkout (default: the one imported)")
+    ab.add_argument("--no-check", action="store_true",
+                    help="skip running each task's tests with that task alone blanked (the grep for "
+                         "answers left in the tree still runs)")
     ab.set_defaults(func=_assignments_build)
     ag = asub.add_parser("grade", help="run each task's tests in a student tree and score them",
                          description="Run the instructor's tests marked with each task (one pytest session "
@@ -454,7 +459,9 @@ def _assignments_list(args):
 
 def _assignments_build(args):
     from .course.build import build
-    r = build(args.out, tasks=args.tasks, source=args.source)
+    r = build(args.out, tasks=args.tasks, source=args.source, check=not args.no_check)
+    if not args.no_check:
+        print(f"checked: each task's tests fail with that task alone blanked ({', '.join(r['tasks'])})")
     print(f"student tree for task(s) {', '.join(r['tasks'])}: {r['out']}")
     print(f"blanked: {', '.join(r['files'])}; handouts: {os.path.join(r['out'], 'handouts')}; "
           f"start with {os.path.join(r['out'], 'STUDENT.md')}")

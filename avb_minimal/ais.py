@@ -238,11 +238,12 @@ def _log_sigmoid(u):
 
 def decoder_loglik_and_grad(dec: list, x: np.ndarray, z: np.ndarray, arch: M.Arch,
                             want_value: bool = True) -> tuple:
-    """log p(x|z) = sum_d x_d l_d - softplus(l_d), l = decoder_logits(z), and its gradient
+    """log p(x|z) (eq. 2.1's likelihood term) for l = decoder_logits(z), and its gradient
     with respect to z, back-propagated by hand through the MLP (no weight gradients).
     x, z: (R, D), (R, dz) float32 -> ll (R,) float64 or None, grad (R, dz) float64."""
     fwd, deriv = _act_and_derivative(arch.activation)
     h, saved = z, []
+    ### BEGIN SOLUTION task 0.1: the MLP forward pass
     for W, b in dec[:-1]:
         a = h @ W
         a += b
@@ -251,15 +252,20 @@ def decoder_loglik_and_grad(dec: list, x: np.ndarray, z: np.ndarray, arch: M.Arc
     W, b = dec[-1]
     logits = h @ W
     logits += b                                                      # (R, D)
+    ### END SOLUTION
     ll = None
-    if want_value:                                                   # sum_d log sigma(s_d l_d), s = 2x - 1
+    if want_value:
+        ### BEGIN SOLUTION task 0.2: the Bernoulli log-likelihood, NumPy form
         ll = np.sum(_log_sigmoid(logits * (2 * x - 1)), 1, dtype=np.float64)   # (R,)
-    g = np.multiply(logits, 0.5)                                     # dll/dl = x - sigmoid(l)
-    np.tanh(g, out=g)                                                #   = x - 1/2 - tanh(l/2)/2
+        ### END SOLUTION
+    ### BEGIN SOLUTION task 0.3: the Bernoulli log-likelihood's VJP
+    g = np.multiply(logits, 0.5)                                     # via tanh(l/2)
+    np.tanh(g, out=g)
     g *= -0.5
     g += x
     g -= 0.5                                                         # (R, D)
-    g = g @ W.T
+    ### END SOLUTION
+    g = g @ dec[-1][0].T
     for (W, _), (a, h) in zip(reversed(dec[:-1]), reversed(saved)):
         g *= deriv(a, h)
         g = g @ W.T

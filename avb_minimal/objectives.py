@@ -39,8 +39,7 @@ def vae_loss(params: dict, x: np.ndarray, eps: np.ndarray, arch: M.Arch) -> np.n
 
 # ------------------------------------------------------------------ adversary
 def adversary_loss(T_pos: np.ndarray, T_neg: np.ndarray) -> np.ndarray:
-    """Negative of eq. (3.3): E_q[-log sigma(T)] + E_p[-log(1 - sigma(T))]
-    = mean softplus(-T_pos) + mean softplus(T_neg).
+    """Negative of eq. (3.3), the logistic loss of the adversary.
 
     T_pos: logits of pairs (x, z ~ q(z|x)), shape (B,).
     T_neg: logits of pairs (x, z ~ p(z)), shape (B,) or all pairs (B, M).

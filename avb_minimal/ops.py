@@ -344,8 +344,10 @@ def _logistic_vjp(argnums, ans, args, kwargs):
         if _on_device(F, G):
             dF, dG = _rows_vjp_kernel(F, G, w, 0 in argnums, 1 in argnums)
         else:
+            ### BEGIN SOLUTION task 5.2: the inner-product adversary's NumPy reference
             dF = w[:, None] * G if 0 in argnums else None
             dG = w[:, None] * F if 1 in argnums else None
+            ### END SOLUTION
         return [(dF, dG, w)[a].astype(args[a].dtype, copy=False) for a in argnums]
     return vjp
 
@@ -406,8 +408,8 @@ def _bernoulli_vjp(argnums, ans, args, kwargs):
             dx, dl = _bernoulli_vjp_kernel(x, l, g, 0 in argnums, 1 in argnums)
         else:
             ### BEGIN SOLUTION task 0.3: the Bernoulli log-likelihood's VJP
-            dx = g[:, None] * l if 0 in argnums else None                   # d/dx = l
-            dl = g[:, None] * (x - _sigmoid(l)) if 1 in argnums else None   # d/dl = x - sigmoid(l)
+            dx = g[:, None] * l if 0 in argnums else None              # (B, D)
+            dl = g[:, None] * (x - _sigmoid(l)) if 1 in argnums else None   # (B, D)
             ### END SOLUTION
         return [(dx, dl)[a].astype(args[a].dtype, copy=False) for a in argnums]
     return vjp
@@ -417,31 +419,43 @@ defvjp_argnums(bernoulli_loglik, _bernoulli_vjp)
 
 
 def bernoulli_loglik_grad(x: np.ndarray, l: np.ndarray) -> tuple:
-    """log p(x | l) (B,) and its gradient d/dl = x - sigmoid(l) (B, D) from one exp
-    (the fast path's fused form; same formula as `_bernoulli_numpy`, plain NumPy)."""
-    e = np.exp(-np.abs(l))                                     # e^{-|l|}  (B, D)
-    pos = l > 0
+    """log p(x | l) (B,) and its gradient with respect to the logits (B, D), both from one
+    exp (the fast path's fused form of `bernoulli_loglik` and its VJP, plain NumPy)."""
+    e = np.exp(-np.abs(l))                                     # e^{-|l|}  (B, D), shared
+    pos = l > 0                                                # (B, D)
+    ### BEGIN SOLUTION task 0.2: the Bernoulli log-likelihood, NumPy form
     term = l * (x - pos)                                       # x l - max(l, 0)
     term -= np.log1p(e)
+    loglik = term.sum(axis=-1)                                 # (B,)
+    ### END SOLUTION
+    ### BEGIN SOLUTION task 0.3: the Bernoulli log-likelihood's VJP
     sig = np.where(pos, 1.0, e)
     sig /= 1 + e                                               # sigmoid(l)
-    return term.sum(axis=-1), np.subtract(x, sig, out=sig)
+    dl = np.subtract(x, sig, out=sig)                          # (B, D)
+    ### END SOLUTION
+    return loglik, dl
 
 
 # ------------------------------------------------------------------ naive forms
 # The naive compositions the ops replace (for tests and `bench ops`).
 def bernoulli_loglik_naive(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    ### BEGIN SOLUTION task 0.2: the Bernoulli log-likelihood, NumPy form
     p = 1 / (1 + np.exp(-logits))
     return np.sum(x * np.log(p) + (1 - x) * np.log(1 - p), axis=-1)
+    ### END SOLUTION
 
 
 def inner_product_rows_naive(F: np.ndarray, G: np.ndarray) -> np.ndarray:
+    ### BEGIN SOLUTION task 5.2: the inner-product adversary's NumPy reference
     return np.sum(F * G, axis=-1)
+    ### END SOLUTION
 
 
 def inner_product_all_pairs_naive(F: np.ndarray, G: np.ndarray) -> np.ndarray:
-    """T_ij = sum_h F_ih G_jh by einsum's own loop (no BLAS, no (B, M, H) temporary)."""
+    """T_ij by einsum's own loop (no BLAS, no (B, M, H) temporary)."""
+    ### BEGIN SOLUTION task 5.2: the inner-product adversary's NumPy reference
     return np.einsum("bh,mh->bm", F, G, optimize=False)
+    ### END SOLUTION
 
 
 def inner_product_logistic_naive(F: np.ndarray, G: np.ndarray, offset: np.ndarray | None,

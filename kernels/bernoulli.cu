@@ -28,11 +28,13 @@ __device__ void bern_loglik(const T* x, const T* l, T* out, int B, int D) {
         const int row = row0 + threadIdx.y;
         T acc = 0;
         if (row < B) {
+            // ### BEGIN SOLUTION task 0.2: the Bernoulli log-likelihood, NumPy form
             const long long o = (long long)row * D;
             for (int d = threadIdx.x; d < D; d += blockDim.x) {
                 const T ld = l[o + d];
-                acc += (x[o + d] * ld - relu(ld)) - log1p_(exp_neg_abs(ld));  // x l - softplus(l)
+                acc += (x[o + d] * ld - relu(ld)) - log1p_(exp_neg_abs(ld));
             }
+            // ### END SOLUTION
         }
         acc = row_sum(acc);
         if (threadIdx.x == 0 && row < B) out[row] = acc;
@@ -44,12 +46,14 @@ __device__ void bern_loglik_vjp(const T* x, const T* l, const T* g, T* dx, T* dl
     for (int row0 = blockIdx.x * blockDim.y; row0 < B; row0 += gridDim.x * blockDim.y) {
         const int row = row0 + threadIdx.y;
         if (row < B) {
+            // ### BEGIN SOLUTION task 0.3: the Bernoulli log-likelihood's VJP
             const T gi = g[row];
             const long long o = (long long)row * D;
             for (int d = threadIdx.x; d < D; d += blockDim.x) {
                 if (dx) dx[o + d] = gi * l[o + d];
                 if (dl) dl[o + d] = gi * (x[o + d] - sigmoid(l[o + d]));
             }
+            // ### END SOLUTION
         }
     }
 }

@@ -20,8 +20,10 @@
 //
 // EMU_EXPORT(k) defines  extern "C" int emu_launch_k(gx, gy, gz, bx, by, bz, void** args):
 // args holds one pointer per kernel argument, the convention of cuLaunchKernel, so
-// ctypes can call every kernel the same way.  Returns 0, or 1 for a bad launch shape.
+// ctypes can call every kernel the same way.  Returns 0, 1 for a bad launch shape, or 2 when
+// a thread called __trap() (a blanked course task's kernel body does).
 #pragma once
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstddef>
@@ -50,6 +52,7 @@ inline thread_local dim3 gridDim;
 
 namespace emu {
 inline thread_local std::barrier<>* block_barrier = nullptr;
+inline std::atomic<bool> trapped{false};   // set by __trap(): the launch then returns 2
 
 template <typename... A, std::size_t... I>
 void call(void (*kernel)(A...), void** args, std::index_sequence<I...>) {
@@ -86,10 +89,15 @@ int launch(void (*kernel)(A...), dim3 grid, dim3 block, void** args) {
 }  // namespace emu
 
 inline void __syncthreads() { emu::block_barrier->arrive_and_wait(); }
+// CUDA's __trap() aborts the kernel; here it marks the launch as failed (returns 2) and the
+// thread goes on, so that every thread still reaches the block's barriers.
+inline void __trap() { emu::trapped = true; }
 
 #define EMU_EXPORT(kernel)                                                                    \
     extern "C" int emu_launch_##kernel(unsigned int gx, unsigned int gy, unsigned int gz,     \
                                        unsigned int bx, unsigned int by, unsigned int bz,     \
                                        void** args) {                                         \
-        return emu::launch(kernel, dim3(gx, gy, gz), dim3(bx, by, bz), args);                 \
+        emu::trapped = false;                                                                 \
+        const int rc = emu::launch(kernel, dim3(gx, gy, gz), dim3(bx, by, bz), args);         \
+        return rc ? rc : (emu::trapped ? 2 : 0);                                              \
     }

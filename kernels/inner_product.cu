@@ -41,13 +41,15 @@
 // <F_row, G_row> for row = row0 + threadIdx.y (0 for rows past B), at tx == 0.
 template <typename T>
 __device__ T row_dot(const T* F, const T* G, int row0, int B, int H) {
-    const int row = row0 + threadIdx.y;
     T acc = 0;
+    // ### BEGIN SOLUTION task 5.3: the row-wise inner-product CUDA kernel
+    const int row = row0 + threadIdx.y;
     if (row < B) {
         const T* f = F + (long long)row * H;
         const T* g = G + (long long)row * H;
         for (int h = threadIdx.x; h < H; h += blockDim.x) acc += f[h] * g[h];
     }
+    // ### END SOLUTION
     return row_sum(acc);
 }
 
@@ -80,12 +82,14 @@ __device__ void ip_rows_vjp(const T* F, const T* G, const T* g, T* dF, T* dG, in
     for (int row0 = blockIdx.x * blockDim.y; row0 < B; row0 += gridDim.x * blockDim.y) {
         const int row = row0 + threadIdx.y;
         if (row < B) {
+            // ### BEGIN SOLUTION task 5.2: the inner-product adversary's NumPy reference
             const T gi = g[row];
             const long long o = (long long)row * H;
             for (int h = threadIdx.x; h < H; h += blockDim.x) {
                 if (dF) dF[o + h] = gi * G[o + h];
                 if (dG) dG[o + h] = gi * F[o + h];
             }
+            // ### END SOLUTION
         }
     }
 }

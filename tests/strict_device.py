@@ -34,8 +34,9 @@ import tempfile
 import types
 
 import numpy as np
+from autograd import make_vjp
 
-from avb_minimal import backend
+from avb_minimal import backend, ops
 
 IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. "
             "Please use `.get()` to construct a NumPy array explicitly.")
@@ -380,52 +381,58 @@ def _sigmoid(t):
     return 0.5 * (np.tanh(0.5 * t) + 1)
 
 
+# The references are the library's own NumPy forms (ops on host arrays) and autograd's VJPs
+# of them: one definition of each op, which the course tasks blank with it.
+def _vjp(op, args, argnum, g):
+    return make_vjp(lambda v: op(*args[:argnum], v, *args[argnum + 1:]))(args[argnum])[0](g)
+
+
 def _ip_rows(grid, block, a):
     F, G, out = a[:3]
-    out[:] = np.einsum("bh,bh->b", F, G)
+    out[:] = ops.inner_product_rows(F, G)
 
 
 def _ip_rows_vjp(grid, block, a):
     F, G, g, dF, dG = a[:5]
     if dF is not None:
-        dF[:] = g[:, None] * G
+        dF[:] = _vjp(ops.inner_product_rows, (F, G), 0, g)
     if dG is not None:
-        dG[:] = g[:, None] * F
+        dG[:] = _vjp(ops.inner_product_rows, (F, G), 1, g)
 
 
 def _ip_rows_logistic(grid, block, a):
     F, G, c, y, loss, dT = a[:6]
-    t = np.einsum("bh,bh->b", F, G) + (c if c is not None else 0)
+    t = ops.inner_product_rows(F, G) + (c if c is not None else 0)
     loss[:] = _softplus(-t) if int(y) else _softplus(t)
     dT[:] = -_sigmoid(-t) if int(y) else _sigmoid(t)
 
 
 def _ip_pairs(grid, block, a):
     F, G, out = a[:3]
-    np.dot(F, G.T, out=out)
+    out[:] = ops.inner_product_all_pairs(F, G)
 
 
 def _ip_pairs_vjp_F(grid, block, a):
     g, G, dF = a[:3]
-    np.dot(g, G, out=dF)
+    dF[:] = _vjp(ops.inner_product_all_pairs, (np.zeros((g.shape[0], G.shape[1]), G.dtype), G), 0, g)
 
 
 def _ip_pairs_vjp_G(grid, block, a):
     g, F, dG = a[:3]
-    np.dot(g.T, F, out=dG)
+    dG[:] = _vjp(ops.inner_product_all_pairs, (F, np.zeros((g.shape[1], F.shape[1]), F.dtype)), 1, g)
 
 
 def _bern_loglik(grid, block, a):
     x, l, out = a[:3]
-    out[:] = np.sum(x * l - _softplus(l), axis=1)
+    out[:] = ops.bernoulli_loglik(x, l)
 
 
 def _bern_loglik_vjp(grid, block, a):
     x, l, g, dx, dl = a[:5]
     if dx is not None:
-        dx[:] = g[:, None] * l
+        dx[:] = _vjp(ops.bernoulli_loglik, (x, l), 0, g)
     if dl is not None:
-        dl[:] = g[:, None] * (x - _sigmoid(l))
+        dl[:] = _vjp(ops.bernoulli_loglik, (x, l), 1, g)
 
 
 REFERENCE = {"ip_rows": _ip_rows, "ip_rows_vjp": _ip_rows_vjp, "ip_rows_logistic": _ip_rows_logistic,
@@ -449,6 +456,10 @@ def _c_arg(a):
                     f"got {type(a).__name__}")
 
 
+class KernelTrap(RuntimeError):
+    """A kernel called __trap() (a blanked course task's body does)."""
+
+
 class EmulatedModule:
     """A kernels/*.cu compiled for the CPU; get_function(name)(grid, block, args) like cupy."""
 
@@ -464,7 +475,10 @@ class EmulatedModule:
             held = [_c_arg(a) for a in args]
             argv = (ctypes.c_void_p * len(held))(*[ctypes.cast(ctypes.pointer(h), ctypes.c_void_p)
                                                    for h in held])
-            if launch(*[ctypes.c_uint(v) for v in g + b], argv) != 0:
+            rc = launch(*[ctypes.c_uint(v) for v in g + b], argv)
+            if rc == 2:
+                raise KernelTrap(f"{name}: a thread called __trap()")
+            if rc != 0:
                 raise RuntimeError(f"{name}: invalid launch shape grid={g} block={b}")
         return fn
 

@@ -4,12 +4,16 @@ the student tree built from them, and the grader.
 What CI checks here: the solution tree passes every task; a freshly built student
 tree imports (every module, with every task blanked), its chapters start, and each
 task's tests fail there with the NotImplementedError of a task, not with a syntax or
-import error; bad markers and bad command lines give a clear error and write nothing.
+import error; no code form of an answer is left in it (the manifest's `answers` patterns,
+each of which does occur in the solution tree); build's own check (each task's tests fail
+with that task alone blanked) holds for every task and refuses a tree where it does not;
+bad markers and bad command lines give a clear error and write nothing.
 This file is not copied into student trees.  About 1 minute on 2 idle cores.
 """
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -63,7 +67,7 @@ def test_the_solution_tree_passes_every_task(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     out = tmp_path_factory.mktemp("course") / "student"
-    assert main(["assignments", "build", str(out), "--source", ROOT]) == 0
+    assert main(["assignments", "build", str(out), "--source", ROOT, "--no-check"]) == 0
     return out
 
 
@@ -80,9 +84,11 @@ def test_student_tree_layout_and_handouts(student):
         assert f"python -m pytest -q -m {CT.marker_name(t)} tests" in h and m["chapter"] in h
         assert all(f"task {p} (" in h for p in m["prerequisites"])
     for r in CT.list_regions(ROOT):                       # each region is one stub, no solution left
-        assert f"\n{r.indent}raise NotImplementedError({r.message()!r})\n" in (student / r.path).read_text()
-    marker = re.compile(r"^\s*#+\s*(BEGIN|END)\s+SOLUTION", re.MULTILINE | re.IGNORECASE)
-    assert not [f for f in student.rglob("*.py") if marker.search(f.read_text())]
+        stub = (f"__trap();  // {r.message()}" if r.path.endswith(".cu")
+                else f"raise NotImplementedError({r.message()!r})")
+        assert f"\n{r.indent}{stub}\n" in (student / r.path).read_text()
+    marker = re.compile(r"^\s*(#+|//)\s*#*\s*(BEGIN|END)\s+SOLUTION", re.MULTILINE | re.IGNORECASE)
+    assert not [f for f in [*student.rglob("*.py"), *student.rglob("*.cu")] if marker.search(f.read_text())]
     objectives = (student / "avb_minimal" / "objectives.py").read_text()
     assert "np.mean(softplus(-T_pos))" not in objectives and "def adversary_loss(T_pos: np.ndarray, T_neg: np.ndarray) -> np.ndarray:" in objectives
 
@@ -129,7 +135,7 @@ def test_each_task_fails_in_the_student_tree_with_its_not_implemented_error(stud
 @pytest.mark.slow
 def test_a_partial_tree_grades_its_own_tasks_and_reports_blocked_ones(tmp_path):
     tree = tmp_path / "s"
-    CB.build(str(tree), tasks="0.1,3.1", source=ROOT)
+    CB.build(str(tree), tasks="0.1,3.1", source=ROOT, check=False)
     g = CG.grade(str(tree))                                    # default: the tasks handed out
     assert [(r["task"], r["status"]) for r in g["tasks"]] == [("0.1", "not implemented"),
                                                                ("3.1", "not implemented")]
@@ -203,6 +209,67 @@ def test_a_bad_tasks_json_is_named(tmp_path, content, capsys):
     assert main(["assignments", "grade", str(tree)]) == 2
     err = capsys.readouterr().err
     assert "tasks.json should hold" in err and len(err.strip().splitlines()) == 1
+
+
+def test_no_answer_is_left_in_the_student_tree_and_every_pattern_finds_one_in_the_solution(student):
+    """The `answers` patterns (the code forms of each answer: the function itself, its
+    fast-path twin, its naive reference, the kernel) find nothing in the student tree's
+    library, kernels and chapters, and each finds at least one line of the solution tree."""
+    assert CB.find_answers(str(student), list(CT.TASKS)) == []
+    found = CB.find_answers(ROOT, list(CT.TASKS))
+    for t, m in CT.TASKS.items():
+        assert m["answers"], t
+        for p in m["answers"]:
+            assert any(f"task {t}'s answer ({p})" in line for line in found), (t, p)
+
+
+@pytest.mark.slow
+def test_build_checks_that_each_blanked_task_fails_its_tests(tmp_path, capsys):
+    """`assignments build` (checking by default) builds every task: for each, a tree with it
+    alone blanked and every other task solved fails all of that task's tests."""
+    out = tmp_path / "student"
+    assert main(["assignments", "build", str(out), "--source", ROOT]) == 0
+    assert "checked: each task's tests fail with that task alone blanked (0.1, " in capsys.readouterr().out
+    assert CB.find_answers(str(out), list(CT.TASKS)) == []
+
+
+def _copy_source(dst):
+    for d in CT.STUDENT_DIRS:
+        shutil.copytree(os.path.join(ROOT, d), dst / d, ignore=CT.COPY_IGNORE)
+    for f in ("setup.py", "README.md"):
+        shutil.copy2(os.path.join(ROOT, f), dst / f)
+    return dst
+
+
+def test_build_refuses_a_tree_with_an_answer_left_in_another_form(tmp_path):
+    src = _copy_source(tmp_path / "src")
+    ops = src / "avb_minimal" / "ops.py"
+    ops.write_text(ops.read_text() + "\n\ndef rowdot_twin(F, G):\n    return np.sum(F * G, axis=-1)\n")
+    with pytest.raises(ValueError, match=r"would still hold answers: avb_minimal/ops.py:\d+: task 5.2's answer"):
+        CB.build(str(tmp_path / "out"), tasks="5.2", source=str(src), check=False)
+    assert not (tmp_path / "out").exists()
+    CB.build(str(tmp_path / "out2"), tasks="3.1", source=str(src), check=False)   # not 5.2: fine
+
+
+@pytest.mark.slow
+def test_build_refuses_a_task_whose_tests_pass_with_it_blanked(tmp_path):
+    """A region its tests never reach (here: a dead branch) is caught by running them."""
+    src = _copy_source(tmp_path / "src")
+    ev = src / "avb_minimal" / "evaluate.py"
+    text = ev.read_text()
+    begin = re.search(r"\n( +)### BEGIN SOLUTION task 5\.1: (.*)\n", text)
+    text = text.replace(begin.group(0), "\n", 1)
+    text = re.sub(r"\n +### END SOLUTION\n", "\n", text, count=1)
+    text = text.replace("    return float(d * np.mean(",
+                        f"    if False:\n        ### BEGIN SOLUTION task 5.1: {begin.group(2)}\n        pass\n"
+                        "        ### END SOLUTION\n    return float(d * np.mean(", 1)
+    ev.write_text(text)
+    with pytest.raises(ValueError, match=r"would still hold answers: avb_minimal/evaluate.py"):
+        CB.build(str(tmp_path / "out"), tasks="5.1", source=str(src))   # the grep sees the code first
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match=r"task 5.1: with its regions blanked and every other task solved, "
+                                         r"\d+ of its \d+ tests still pass"):
+        CB.check_blanked_tasks_fail(str(src), CT.list_regions(str(src)), ["5.1"])
 
 
 # ------------------------------------------------------------------ bad markers
@@ -287,7 +354,7 @@ def test_build_refuses_bad_input_and_writes_nothing(tmp_path, capsys):
         CB.build(str(work / "x"), source=str(work / "out"))
     assert sorted(os.listdir(work)) == ["out"]
     (work / "empty").mkdir()                                   # an empty OUT is fine
-    assert CB.build(str(work / "empty"), tasks="3.1", source=ROOT)["tasks"] == ["3.1"]
+    assert CB.build(str(work / "empty"), tasks="3.1", source=ROOT, check=False)["tasks"] == ["3.1"]
     assert (work / "empty" / "handouts" / "task_3_1.md").is_file()
     assert not [d for d in os.listdir(work) if "partial" in d]
 

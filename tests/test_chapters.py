@@ -27,6 +27,7 @@ CHAPTERS = {
     "10_eight_schools.py": ["10_eight_schools_fig3.png", "10_eight_schools_fig4.png"],
     "11_objective_family.py": ["11_objective_family.png"],
     "12_biadversarial_vae.py": ["12_biadversarial_vae.png"],
+    "14_kernels.py": ["14_kernels.png"],
 }
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg")
 SHARED_MNIST = os.environ.get("AVB_DATA") or os.path.join(ROOT, os.pardir, "shared", "data", "binarized_mnist")

@@ -213,26 +213,29 @@ def test_bernoulli_is_exact_at_logits_1e4(emulated, rng, dt):
 @pytest.mark.parametrize("dt", DTYPES)
 def test_inner_product_numpy_reference_agrees_with_the_kernels(emulated, rng, dt):
     """Task 5.2: the NumPy forms of ops (the CPU fallback and the kernels' reference)
-    give what kernels/inner_product.cu computes: both logits and all four VJPs."""
+    give what kernels/inner_product.cu computes: both logits and all four VJPs.  The NumPy
+    forms run first, so that a student tree reports task 5.2 (not the kernels' own tasks)."""
     B, M, H = 203, 45, 37
     F, G, Gm = _data(rng, (B, H), dt), _data(rng, (B, H), dt), _data(rng, (M, H), dt)
     g, gm = _data(rng, B, dt), _data(rng, (B, M), dt)
+    vjp, out = make_vjp(lambda F, G: ops.inner_product_rows(F, G), (0, 1))(F, G)
+    rows = (out, *vjp(g))
+    vjp, out = make_vjp(lambda F, G: ops.inner_product_all_pairs(F, G), (0, 1))(F, Gm)
+    pairs = (out, *vjp(gm))
     dims = (np.int32(B), np.int32(H))
     T, dF, dG = np.empty(B, dt), np.empty((B, H), dt), np.empty((B, H), dt)
     _run(emulated, "inner_product", "ip_rows", dt, (7,), (8, 8), F, G, T, *dims)
     _run(emulated, "inner_product", "ip_rows_vjp", dt, (7,), (8, 8), F, G, g, dF, dG, *dims)
-    vjp, out = make_vjp(lambda F, G: ops.inner_product_rows(F, G), (0, 1))(F, G)
-    assert out.dtype == dt and np.allclose(out, T, **TOL[dt])
-    for mine, theirs in zip(vjp(g), (dF, dG)):
-        assert mine.shape == (B, H) and np.allclose(mine, theirs, **TOL[dt])
+    assert rows[0].dtype == dt
+    for mine, theirs in zip(rows, (T, dF, dG)):
+        assert mine.shape == theirs.shape and np.allclose(mine, theirs, **TOL[dt])
     dims = (np.int32(B), np.int32(M), np.int32(H))
     T, dF, dG = np.empty((B, M), dt), np.empty((B, H), dt), np.empty((M, H), dt)
     _run(emulated, "inner_product", "ip_pairs", dt, (2, 3), (4, 4), F, Gm, T, *dims)
     _run(emulated, "inner_product", "ip_pairs_vjp_F", dt, (2, 3), (4, 4), gm, Gm, dF, *dims)
     _run(emulated, "inner_product", "ip_pairs_vjp_G", dt, (2, 3), (4, 4), gm, F, dG, *dims)
-    vjp, out = make_vjp(lambda F, G: ops.inner_product_all_pairs(F, G), (0, 1))(F, Gm)
-    assert out.dtype == dt and np.allclose(out, T, **TOL[dt])
-    for mine, theirs in zip(vjp(gm), (dF, dG)):
+    assert pairs[0].dtype == dt
+    for mine, theirs in zip(pairs, (T, dF, dG)):
         assert mine.shape == theirs.shape and np.allclose(mine, theirs, **TOL[dt])
 
 

@@ -1,15 +1,24 @@
 """The student tree: the library with the chosen tasks' solution regions blanked, a
 handout per task, and a short README of its own.
 
-    python -m avb_minimal assignments build OUT [--tasks 3.1,3.2]
+    python -m avb_minimal assignments build OUT [--tasks 3.1,3.2] [--no-check]
+
+Before it writes OUT, build checks that the tree hands out no answers: (1) no code form of a
+chosen task's answer (the manifest's `answers` patterns) is left anywhere in the library,
+the kernels or the chapters; (2) for each chosen task, a tree with that task alone blanked
+(every other task solved) fails every test of that task.  A fast-path twin, a naive
+reference or a helper that computes the answer in another form would make (1) or (2) fail.
 """
 import json
 import os
+import re
 import shutil
 import tempfile
 import textwrap
 
+from .grade import grade
 from .tasks import (
+    ANSWER_DIRS,
     COPY_IGNORE,
     LOOSE_MARKER,
     MARKER,
@@ -84,7 +93,10 @@ def blank(text, regions, chosen, tasks=TASKS):
             i += 1
             continue
         if r.task in chosen:
-            out.append(f"{r.indent}raise NotImplementedError({r.message(tasks)!r})\n")
+            if r.path.endswith(".cu"):     # a kernel traps: its launch fails and its output is wrong
+                out.append(f"{r.indent}__trap();  // {r.message(tasks)}\n")
+            else:
+                out.append(f"{r.indent}raise NotImplementedError({r.message(tasks)!r})\n")
             stubs.setdefault(r.task, []).append(len(out))
         else:
             out.extend(lines[r.begin:r.end - 1])
@@ -92,11 +104,12 @@ def blank(text, regions, chosen, tasks=TASKS):
     return "".join(out), stubs
 
 
-def build(out, tasks=None, source=None, manifest=TASKS):
+def build(out, tasks=None, source=None, manifest=TASKS, check=True, timeout=1800):
     """Write the student tree for `tasks` (ids; None: all) from the checkout `source`
     into `out`, which must not exist or be empty.  Everything is written into a
     temporary sibling folder and renamed at the end: on any error nothing is left.
-    Returns a summary dict."""
+    check: also run each chosen task's tests in a tree with that task alone blanked and
+    refuse (ValueError) if any of them passes.  Returns a summary dict."""
     root = os.path.realpath(source or default_source())
     chosen = parse_tasks(tasks, manifest)
     _check_source(root)
@@ -109,36 +122,21 @@ def build(out, tasks=None, source=None, manifest=TASKS):
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)                 # mkdtemp makes it private (0700)
     try:
-        for d in STUDENT_DIRS:
-            shutil.copytree(os.path.join(root, d), os.path.join(tmp, d), ignore=COPY_IGNORE)
-        for f in STUDENT_FILES:
-            if os.path.isfile(os.path.join(root, f)):
-                shutil.copy2(os.path.join(root, f), os.path.join(tmp, f))
-        for f in STUDENT_DROP:
-            if os.path.exists(os.path.join(tmp, f)):
-                os.remove(os.path.join(tmp, f))
-        stubs = {}
-        for path in sorted({r.path for r in regions}):
-            with open(os.path.join(root, path), encoding="utf-8") as fh:
-                text, where = blank(fh.read(), [r for r in regions if r.path == path], chosen, manifest)
-            try:
-                compile(text, path, "exec")
-            except SyntaxError as e:
-                raise ValueError(f"{path}: the student version does not compile ({e.msg}, line {e.lineno}); "
-                                 f"check the solution markers around it") from None
-            with open(os.path.join(tmp, path), "w", encoding="utf-8") as fh:
-                fh.write(text)
-            for t, lines in where.items():
-                stubs.setdefault(t, []).extend((path, n) for n in lines)
-        _check_no_markers(tmp)
+        stubs = _write_tree(tmp, root, regions, chosen, manifest)
+        leaks = find_answers(tmp, chosen, manifest)
+        if leaks:
+            raise ValueError("the student tree would still hold answers: " + "; ".join(leaks))
+        if check:
+            check_blanked_tasks_fail(root, regions, chosen, manifest, timeout)
         tests = tests_by_task(os.path.join(tmp, "tests"))
         os.makedirs(os.path.join(tmp, "handouts"))
         for t in chosen:
             regs = [r for r in regions if r.task == t]
             with open(os.path.join(tmp, "handouts", handout_name(t)), "w", encoding="utf-8") as fh:
                 fh.write(handout(t, regs, stubs[t], tests.get(t, []), chosen, manifest))
-        with open(os.path.join(tmp, "STUDENT.md"), "w", encoding="utf-8") as fh:
-            fh.write(student_readme(chosen, regions, manifest))
+        for name in ("STUDENT.md", "README.md"):     # the project's README is not the student's
+            with open(os.path.join(tmp, name), "w", encoding="utf-8") as fh:
+                fh.write(student_readme(chosen, regions, manifest))
         with open(os.path.join(tmp, TREE_TASKS), "w", encoding="utf-8") as fh:
             json.dump({"tasks": chosen, "points": {t: manifest[t]["points"] for t in chosen}}, fh, indent=1)
         if os.path.isdir(out_abs):
@@ -151,10 +149,77 @@ def build(out, tasks=None, source=None, manifest=TASKS):
             "handouts": [os.path.join(out_abs, "handouts", handout_name(t)) for t in chosen]}
 
 
+def _write_tree(tmp, root, regions, chosen, manifest):
+    """Copy the checkout into tmp with the `chosen` tasks blanked. -> {task: [(path, line)]}."""
+    for d in STUDENT_DIRS:
+        shutil.copytree(os.path.join(root, d), os.path.join(tmp, d), ignore=COPY_IGNORE)
+    for f in STUDENT_FILES:
+        if os.path.isfile(os.path.join(root, f)):
+            shutil.copy2(os.path.join(root, f), os.path.join(tmp, f))
+    for f in STUDENT_DROP:
+        if os.path.exists(os.path.join(tmp, f)):
+            os.remove(os.path.join(tmp, f))
+    stubs = {}
+    for path in sorted({r.path for r in regions}):
+        with open(os.path.join(root, path), encoding="utf-8") as fh:
+            text, where = blank(fh.read(), [r for r in regions if r.path == path], chosen, manifest)
+        if path.endswith(".py"):
+            try:
+                compile(text, path, "exec")
+            except SyntaxError as e:
+                raise ValueError(f"{path}: the student version does not compile ({e.msg}, line {e.lineno}); "
+                                 f"check the solution markers around it") from None
+        with open(os.path.join(tmp, path), "w", encoding="utf-8") as fh:
+            fh.write(text)
+        for t, lines in where.items():
+            stubs.setdefault(t, []).extend((path, n) for n in lines)
+    _check_no_markers(tmp)
+    return stubs
+
+
+def find_answers(tree, tasks, manifest=TASKS):
+    """'path:line: task X.Y's answer (pattern)' for every line of the library, kernels or
+    chapters in `tree` that matches one of the `answers` patterns of `tasks`."""
+    pats = [(t, p, re.compile(p)) for t in tasks for p in manifest[t].get("answers", [])]
+    found = []
+    for top in ANSWER_DIRS:
+        for dirpath, dirnames, filenames in os.walk(os.path.join(tree, top)):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for fn in sorted(f for f in filenames if f.endswith((".py", ".cu", ".cuh", ".h"))):
+                full = os.path.join(dirpath, fn)
+                rel = os.path.relpath(full, tree).replace(os.sep, "/")
+                if rel.startswith("avb_minimal/course/"):
+                    continue                              # the manifest spells the patterns
+                with open(full, encoding="utf-8") as fh:
+                    for i, line in enumerate(fh, 1):
+                        found += [f"{rel}:{i}: task {t}'s answer ({p})" for t, p, rx in pats if rx.search(line)]
+    return found
+
+
+def check_blanked_tasks_fail(root, regions, chosen, manifest=TASKS, timeout=1800):
+    """For each chosen task: a tree with that task alone blanked (every other task solved)
+    must fail every test of that task (ValueError naming those that pass)."""
+    for t in chosen:
+        work = tempfile.mkdtemp(prefix=f"avb-check-{t}-")
+        try:
+            _write_tree(os.path.join(work, "tree"), root, regions, [t], manifest)
+            g = grade(os.path.join(work, "tree"), tasks=[t], timeout=timeout, manifest=manifest)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        (row,) = g["tasks"]
+        passing = [x["nodeid"] for x in row["tests"] if x["outcome"] == "passed"]
+        if passing or not row["failed"] or g["collection_errors"]:
+            raise ValueError(f"task {t}: with its regions blanked and every other task solved, "
+                             f"{len(passing)} of its {row['total']} tests still pass "
+                             f"({', '.join(passing[:4]) or 'none fails'}"
+                             f"{'; collection errors' if g['collection_errors'] else ''}): some other "
+                             f"code computes its answer, or its tests do not reach its code")
+
+
 def _check_no_markers(tree):
     for dirpath, _, filenames in os.walk(tree):
         for fn in filenames:
-            if fn.endswith(".py"):
+            if fn.endswith((".py", ".cu")):
                 full = os.path.join(dirpath, fn)
                 with open(full, encoding="utf-8") as fh:
                     for i, line in enumerate(fh, 1):
@@ -190,8 +255,8 @@ def handout(t, regions, stubs, tests, chosen, manifest=TASKS):
 
 {textwrap.fill(m['what'], 88)}
 
-Each place above raises `NotImplementedError("Task {t}: ...")` until you replace that line
-with your code.  Keep the docstring's shapes and conventions: the rest of the library and
+Each place above raises `NotImplementedError("Task {t}: ...")` (in a `.cu` kernel: calls
+`__trap()`, and the emulated launch reports it) until you replace that line with your code.  Keep the docstring's shapes and conventions: the rest of the library and
 the chapters call these functions.
 
 ## Equations

@@ -20,6 +20,9 @@ registers them from TASKS), and `grade` runs them in a student tree.
     python -m avb_minimal assignments grade DIR [--tasks ...] [--json PATH] [--require-all]
 
 Only the standard library is imported here: tests/conftest.py imports this module.
+
+Longer than 400 lines because the manifest (what each handout says, and the code forms of
+each answer that must not survive blanking) is data that belongs with the scanner.
 """
 import os
 import re
@@ -44,7 +47,8 @@ TASKS = {
         chapter="chapters/01_elbo.py",
         paper="sec. 2 (the encoder and decoder networks); avb_minimal/nn.py (linear, elu)",
         prerequisites=[],
-        points=10),
+        points=10,
+        answers=[r"^\s*for (i, )?\(?W, b\)? in "]),
     "0.2": dict(
         title="the Bernoulli log-likelihood (its NumPy form)",
         where="ops._bernoulli_numpy",
@@ -59,7 +63,8 @@ TASKS = {
         chapter="chapters/01_elbo.py",
         paper="eq. (2.1) (the term log p_theta(x | z)); the docstring of avb_minimal/ops.py",
         prerequisites=[],
-        points=10),
+        points=10,
+        answers=[r"x - \(?(l > 0|pos)\b", r"np\.log\(1 - p\)", r"_log_sigmoid\(logits \* \(2 \* x - 1\)", r"x\[o \+ d\] \* ld - relu"]),
     "0.3": dict(
         title="the Bernoulli log-likelihood's VJP",
         where="ops._bernoulli_vjp",
@@ -72,7 +77,8 @@ TASKS = {
         chapter="chapters/01_elbo.py",
         paper="eq. (2.1); autograd.extend.defvjp / defvjp_argnums",
         prerequisites=["0.2"],
-        points=10),
+        points=10,
+        answers=[r"\(x - _?sigmoid\(l\)\)", r"subtract\(x, sig", r"^\s*g \+= x$", r"gi \* \(x\[o \+ d\] - sigmoid"]),
     "2.1": dict(
         title="the VAE evidence lower bound, eq. (2.1)",
         where="objectives.vae_elbo",
@@ -87,7 +93,8 @@ TASKS = {
         chapter="chapters/01_elbo.py",
         paper="sec. 2, eq. (2.1)-(2.4)",
         prerequisites=["0.1", "0.2", "0.3"],
-        points=10),
+        points=10,
+        answers=[r"loglik - kl_diag_normal_std"]),
     "3.1": dict(
         title="the adversary's loss, eq. (3.3)",
         where="objectives.adversary_loss",
@@ -102,7 +109,8 @@ TASKS = {
         chapter="chapters/03_adversary.py",
         paper="sec. 3.1, eq. (3.2)-(3.4); supplement I, eq. (I.1)-(I.4)",
         prerequisites=[],
-        points=10),
+        points=10,
+        answers=[r"softplus\(-T_pos\)", r"softplus_sigmoid\(-T_pos\)"]),
     "3.2": dict(
         title="the generator objective, eq. (3.7)",
         where="objectives.generator_objective",
@@ -114,7 +122,8 @@ TASKS = {
         chapter="chapters/04_gradient_identity.py",
         paper="sec. 3.1-3.2, eq. (3.5)-(3.7), Algorithm 1; chapter 05 puts it to work",
         prerequisites=["0.1", "0.2", "0.3", "2.1"],
-        points=10),
+        points=10,
+        answers=[r"-T_q \+ loglik", r"mean\(loglik\)\) - T_q"]),
     "4.1": dict(
         title="adaptive contrast, eq. (4.2)",
         where="models.normalise, objectives.ac_generator_objective",
@@ -128,7 +137,8 @@ TASKS = {
         chapter="chapters/07_adaptive_contrast.py",
         paper="sec. 4, eq. (4.1)-(4.3); supplement II, Algorithm 2",
         prerequisites=[],
-        points=10),
+        points=10,
+        answers=[r"\(z - mean\) (/ onp\.sqrt|\* inv_sd)", r"0\.5 \* np\.sum\(z_bar \* z_bar", r"-T_pos \+ prior_pos"]),
     "5.1": dict(
         title="the k-nearest-neighbour KL estimator",
         where="evaluate.knn_kl",
@@ -143,7 +153,8 @@ TASKS = {
         chapter="chapters/10_eight_schools.py",
         paper="sec. 5.1 (Eight Schools, KL to the HMC posterior); chapter 06 also uses it",
         prerequisites=[],
-        points=10),
+        points=10,
+        answers=[r"log\(nu / rho\)"]),
     "5.2": dict(
         title="the inner-product adversary's NumPy reference",
         where="ops.inner_product_rows, ops._rows_vjp, ops._pairs_T, ops._pairs_dF, ops._pairs_dG",
@@ -159,11 +170,34 @@ TASKS = {
         chapter="chapters/03_adversary.py",
         paper="sec. 5.2 (T(x, z) = <f(x), g(z)>); the docstring of avb_minimal/ops.py",
         prerequisites=[],
-        points=10),
+        points=10,
+        answers=[r"np\.dot\(F, G\.T\)", r"F @ G_neg\.T", r"\b[gw]\[:, None\] \* [FG]\b", r"np\.sum\(F \* G", r"\"bh,mh->bm\"", r"gi \* [FG]\[o \+ h\]"]),
+    "5.3": dict(
+        title="the row-wise inner-product CUDA kernel",
+        where="kernels/inner_product.cu: row_dot",
+        what="The body of `row_dot`, the device function behind the kernels ip_rows and "
+             "ip_rows_logistic: each block of (bx, by) threads handles by rows at a time; "
+             "thread (tx, ty) adds up the products of row row0 + ty at columns tx, tx + bx, "
+             "tx + 2 bx, ... into `acc` (neighbouring threads read neighbouring addresses); "
+             "`row_sum(acc)` then tree-reduces the bx partial sums of each row.  Rows past B "
+             "contribute 0, and every thread must reach row_sum (it holds a __syncthreads).  "
+             "The grader compiles the unchanged .cu file with g++ through "
+             "kernels/cuda_emulation.h (one std::thread per CUDA thread) and compares with NumPy.",
+        equations=["T_i = <F_i, G_i> = sum_h F_ih G_ih              F, G: (B, H) row-major -> T: (B,)",
+                   "row = row0 + threadIdx.y;   F_ih at F[row * H + h]  (64-bit offsets)",
+                   "thread tx: h = tx, tx + blockDim.x, ...  < H",
+                   "blocks: row0 = blockIdx.x * blockDim.y, + gridDim.x * blockDim.y each round (given)"],
+        chapter="chapters/14_kernels.py",
+        paper="sec. 5.2 (T(x, z) = <f(x), g(z)>); the comments at the top of kernels/inner_product.cu",
+        prerequisites=[],
+        points=10,
+        answers=[r"acc \+= f\[h\] \* g\[h\]"]),
 }
 
 SCAN_DIR = "avb_minimal"                 # where the regions live (library code only)
 SCAN_EXCLUDE = ("avb_minimal/course/",)   # the tooling mentions the markers itself
+SCAN_KERNELS = "kernels"                 # .cu regions: the same markers as `// ###` comments
+ANSWER_DIRS = ("avb_minimal", "kernels", "chapters")   # where `answers` must not survive blanking
 STUDENT_DIRS = ("avb_minimal", "kernels", "chapters", "tests")
 STUDENT_FILES = ("setup.py", "README.md", "setup.cfg", "MANIFEST.in", "LICENSE")   # those present
 STUDENT_DROP = ("tests/test_assignments.py",)    # checks the solution tree: meaningless there
@@ -172,10 +206,11 @@ COPY_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "*.egg-inf
                                  "*.so", "*.o")
 
 _TASK_ID = re.compile(r"^\d+\.\d+$")
-MARKER = re.compile(r"^(?P<indent>[ \t]*)### (?P<kind>BEGIN|END) SOLUTION(?P<rest>.*?)\s*$")
-LOOSE_MARKER = re.compile(r"^\s*#.*\b(BEGIN|END)\s+SOLUTION\b", re.IGNORECASE)
+MARKER = re.compile(r"^(?P<indent>[ \t]*)(?:// )?### (?P<kind>BEGIN|END) SOLUTION(?P<rest>.*?)\s*$")
+LOOSE_MARKER = re.compile(r"^\s*(#|//).*\b(BEGIN|END)\s+SOLUTION\b", re.IGNORECASE)
 _BEGIN_REST = re.compile(r"^ task (?P<id>\d+\.\d+)(?:: (?P<desc>\S.*))?$")
 _DEF = re.compile(r"^(?P<indent>[ \t]*)(?:async[ \t]+)?def[ \t]+(?P<name>\w+)")
+_C_DEF = re.compile(r"^(?P<indent>)(?:extern|__global__|__device__|static|inline)\b[^(;]*?\b(?P<name>\w+)\s*\(")
 _TEST_MARK = re.compile(r"^\s*@pytest\.mark\.task(\d+)_(\d+)\b")
 _TEST_DEF = re.compile(r"^\s*def (test_\w+)")
 
@@ -254,7 +289,7 @@ def scan_file(text, path, tasks=TASKS):
             body = [ln for ln in lines[start:i - 1] if ln.strip() and not ln.lstrip().startswith("#")]
             if not body:
                 raise ValueError(f"{path}:{i}: empty solution region (opened at line {start})")
-            func = _enclosing_function(lines, start, b_indent)
+            func = _enclosing_function(lines, start, b_indent, path.endswith(".cu"))
             if func is None:
                 raise ValueError(f"{path}:{start}: a solution region must be inside a function body")
             regions.append(Region(path, task, desc, start, i, b_indent, func, len(body)))
@@ -264,9 +299,16 @@ def scan_file(text, path, tasks=TASKS):
     return regions
 
 
-def _enclosing_function(lines, begin, indent):
+def _enclosing_function(lines, begin, indent, c=False):
     """Dotted name of the functions whose body holds line `begin` (1-based), e.g.
-    '_bernoulli_vjp.vjp', or None when the line is not inside a function."""
+    '_bernoulli_vjp.vjp', or None when the line is not inside a function.  In a .cu file
+    (c=True) the CUDA function's name."""
+    if c:
+        for ln in reversed(lines[:begin - 1]):
+            m = _C_DEF.match(ln)
+            if m:
+                return m.group("name")
+        return None
     names = []
     for ln in reversed(lines[:begin - 1]):
         if not ln.strip() or ln.lstrip().startswith("#"):
@@ -292,10 +334,14 @@ def list_regions(root, tasks=TASKS):
     if not os.path.isdir(pkg):
         raise ValueError(f"{root!r} has no {SCAN_DIR}/ folder")
     regions = []
-    for dirpath, dirnames, filenames in os.walk(pkg):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+    walks = [(d, f, ".py") for d, _, f in os.walk(pkg)]
+    kdir = os.path.join(root, SCAN_KERNELS)
+    walks += [(kdir, sorted(os.listdir(kdir)), ".cu")] if os.path.isdir(kdir) else []
+    for dirpath, filenames, ext in sorted(walks):
+        if "__pycache__" in dirpath:
+            continue
         for fn in sorted(filenames):
-            if not fn.endswith(".py"):
+            if not fn.endswith(ext):
                 continue
             full = os.path.join(dirpath, fn)
             rel = os.path.relpath(full, root).replace(os.sep, "/")

@@ -21,7 +21,7 @@ T(x, z) = <f(x), g(z)> + ||z||^2 / 2.  What that buys (README, "Performance"):
    operations over all parameters.
 4. Fused elementwise work: ELU forward/backward in place (`nn.elu_`, `nn.elu_grad_`),
    softplus and sigmoid of eq. (3.3) from one exp (`ops.softplus_sigmoid`), the
-   Bernoulli log-likelihood and its gradient x - sigmoid(l) from one exp
+   Bernoulli log-likelihood and its gradient from one exp
    (`ops.bernoulli_loglik_grad`).
 
 Parameters stay the usual pytrees: the step hands back views into its flat
@@ -99,6 +99,7 @@ def mlp_forward(ws, name, layers, h):
     """h -> elu(h W1 + b1) -> ... -> h WL + bL (as `nn.mlp`), into workspace buffers.
     Returns (inputs of each layer [h, h1, ..., h_{L-1}], output)."""
     hs = [h]
+    ### BEGIN SOLUTION task 0.1: the MLP forward pass
     for i, (W, b) in enumerate(layers):
         out = ws(f"{name}/a{i}", (h.shape[0], W.shape[1]))   # (rows, n_out)
         np.dot(h, W, out=out)
@@ -107,6 +108,7 @@ def mlp_forward(ws, name, layers, h):
             elu_(out, ws(f"{name}/tmp{i}", out.shape))
             hs.append(out)
         h = out
+    ### END SOLUTION
     return hs, h
 
 
@@ -216,10 +218,12 @@ class FastAVBStep:
             enc_hs, out = mlp_forward(ws, "enc", enc["a"], x)      # (B, (m+1) dz)
             z, a, v, vh = _basis_forward(enc["v"], out, noise, arch)
             mean, var = _ac_moments(a, v, out[:, :dz])
+            ### BEGIN SOLUTION task 4.1: eq. (4.2), adaptive contrast
             inv_sd = 1.0 / np.sqrt(var + M.AC_VAR_FLOOR)           # (B, dz), a constant
             z_adv = (z - mean) * inv_sd                            # z_bar, Alg. 2 line 9
+            ### END SOLUTION
 
-        # ---- decoder and log p(x|z), with dL_gen/dlogits = -(x - sigmoid(l)) / B
+        # ---- decoder and log p(x|z), and dL_gen/dlogits = -(d log p / dl) / B
         dec_hs, logits = mlp_forward(ws, "dec", dec, z)           # (B, D)
         loglik, dlogits = bernoulli_loglik_grad(x, logits)         # (B,), (B, D)
         dlogits *= -1.0 / B
@@ -233,20 +237,29 @@ class FastAVBStep:
         prior_pos = 0.5 * np.sum(z_adv * z_adv, axis=1)                          # (B,)
         T_pos = rowdot(F, G_pos) + prior_pos                                     # (B,)
         prior_neg = 0.5 * np.sum(z_neg * z_neg, axis=1)                          # (M,)
-        T_neg = F @ G_neg.T + prior_neg[None, :] if all_pairs else rowdot(F, G_neg) + prior_neg
+        if all_pairs:
+            ### BEGIN SOLUTION task 5.2: the inner-product adversary's NumPy reference
+            T_neg = F @ G_neg.T + prior_neg[None, :]                             # (B, M)
+            ### END SOLUTION
+        else:
+            T_neg = rowdot(F, G_neg) + prior_neg                                 # (B,)
+        ### BEGIN SOLUTION task 3.1: eq. (3.3), the adversary's loss
         sp_pos, sig_pos = softplus_sigmoid(-T_pos)     # -log sigma(T) and sigma(-T)
         sp_neg, sig_neg = softplus_sigmoid(T_neg)      # -log(1 - sigma(T)) and sigma(T)
         adv_loss = float(np.mean(sp_pos) + np.mean(sp_neg))       # eq. (3.3), negated
         w_pos = sig_pos * (-1.0 / B)                               # dL_adv/dT_pos  (B,)
         w_neg = sig_neg * (1.0 / sig_neg.size)                     # dL_adv/dT_neg  (B,) or (B, M)
+        ### END SOLUTION
 
         # ---- backward of f: dL_adv/dF = w_pos G_pos + (w_neg G_neg | W_neg G_neg)
         dF = ws("f/dout", (B, F.shape[1]))
+        ### BEGIN SOLUTION task 5.2: the inner-product adversary's NumPy reference
         np.multiply(G_pos, w_pos[:, None], out=dF)
         if all_pairs:
             dF += w_neg @ G_neg
         else:
             dF += w_neg[:, None] * G_neg
+        ### END SOLUTION
         mlp_backward(ws, "f", f, gf, f_hs, dF)
 
         # ---- backward of g, shared: q-rows carry F (scaled by w_pos for psi), p-rows
@@ -256,7 +269,9 @@ class FastAVBStep:
         row_scale = ws("g/scale", (B + Mn,))
         row_scale[:B] = w_pos
         if all_pairs:
+            ### BEGIN SOLUTION task 5.2: the inner-product adversary's NumPy reference
             np.dot(w_neg.T, F, out=dG[B:])                         # (M, H)
+            ### END SOLUTION
             row_scale[B:] = 1.0
         else:
             dG[B:] = F
@@ -266,14 +281,18 @@ class FastAVBStep:
         # ---- the generator: L_gen = -(eq. 3.7) or -(Alg. 2 line 12), psi fixed
         T_q = float(np.mean(T_pos))
         if kind == "avb":
+            ### BEGIN SOLUTION task 3.2: eq. (3.7), the generator objective
             gen = float(np.mean(loglik)) - T_q                     # eq. (3.7)
             dz_T = (JtF + z_adv) * (1.0 / B)                       # dL_gen/dz through T
+            ### END SOLUTION
         else:
+            ### BEGIN SOLUTION task 4.1: eq. (4.2), adaptive contrast
             # -T(x, z_bar) + ||z_bar||^2/2 = -<f, g(z_bar)>: the folded prior term cancels
             log_prior = -0.5 * np.sum(z * z, axis=1) - 0.5 * dz * np.log(2 * np.pi)
             gen = float(np.mean(-T_pos + prior_pos + loglik + log_prior))
             dz_T = JtF * inv_sd + z                                # d/dz of -(...) via z_bar and log p(z)
             dz_T *= 1.0 / B
+            ### END SOLUTION
         dz = mlp_backward(ws, "dec", dec, gdec, dec_hs, dlogits, need_input_grad=True)
         dz += dz_T                                                 # (B, dz)
         if kind == "avb":
