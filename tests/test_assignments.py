@@ -83,6 +83,11 @@ def test_student_tree_layout_and_handouts(student):
         assert h.startswith(f"# Task {t}: {m['title']}")
         assert f"python -m pytest -q -m {CT.marker_name(t)} tests" in h and m["chapter"] in h
         assert all(f"task {p} (" in h for p in m["prerequisites"])
+        for fn, path, n in re.findall(r"^- `(\w+)` in `([^`]+)` \(line (\d+);", h, re.M):
+            lines = (student / path).read_text().splitlines()      # the handout names the right place
+            assert "NotImplementedError" in lines[int(n) - 1] or "__trap" in lines[int(n) - 1], (t, path, n)
+            defs = [ln for ln in lines[:int(n)] if re.match(r"\s*(def |__device__ )", ln)]
+            assert re.search(rf"\b{fn}\b", defs[-1]), (t, fn, path, defs[-1])
     for r in CT.list_regions(ROOT):                       # each region is one stub, no solution left
         stub = (f"__trap();  // {r.message()}" if r.path.endswith(".cu")
                 else f"raise NotImplementedError({r.message()!r})")

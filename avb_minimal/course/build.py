@@ -131,7 +131,7 @@ def build(out, tasks=None, source=None, manifest=TASKS, check=True, timeout=1800
         tests = tests_by_task(os.path.join(tmp, "tests"))
         os.makedirs(os.path.join(tmp, "handouts"))
         for t in chosen:
-            regs = [r for r in regions if r.task == t]
+            regs = sorted((r for r in regions if r.task == t), key=lambda r: (r.path, r.begin))  # as stubs
             with open(os.path.join(tmp, "handouts", handout_name(t)), "w", encoding="utf-8") as fh:
                 fh.write(handout(t, regs, stubs[t], tests.get(t, []), chosen, manifest))
         for name in ("STUDENT.md", "README.md"):     # the project's README is not the student's
