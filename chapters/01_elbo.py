@@ -45,7 +45,7 @@ from avb_minimal import models as M  # noqa: E402
 from avb_minimal import objectives as O  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
 from avb_minimal.distributions import kl_diag_normal_std, log_normal_diag, log_std_normal  # noqa: E402
-from avb_minimal.experiments.table1 import OPTIMUM_LL, PAPER_TABLE1, table1_settings  # noqa: E402
+from avb_minimal.experiments.table1 import OPTIMUM_LL, PAPER_TABLE1, SMOKE_ITERS, table1_settings  # noqa: E402
 from avb_minimal.train import train  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "runs", "chapters")
@@ -62,7 +62,7 @@ def parse_args(argv=None):
 def settings(args):
     """The VAE of Table 1 (experiments.table1_settings); the default run is the quick
     architecture trained longer, --full the README's full settings."""
-    arch, cfgs, ev = table1_settings(quick=not args.full)
+    arch, cfgs, ev = table1_settings(quick=not args.full, iters=SMOKE_ITERS if args.quick else None)
     cfg = cfgs["vae"]
     if not args.quick and not args.full:
         cfg = dataclasses.replace(cfg, iters=4000, decay_from=0.5, lr_final=0.05, checkpoint_every=4000)
