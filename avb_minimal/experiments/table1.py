@@ -132,7 +132,7 @@ def format_table1(results):
     lines = []
     out = []
     st = results["settings"]
-    if st["quick"]:                                    # the caveat goes above the table
+    if st.get("quick") and "configs" in st:             # the caveat goes above the table
         iters = max(c["iters"] for c in st["configs"].values())
         out.append(f"short run ({iters} iterations, 2 x 64 nets, {len(st['seeds'])} seed(s)): it shows the "
                    "paper's ranking, not its numbers; the full run is `python -m avb_minimal reproduce "
