@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 from scipy.optimize import minimize  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 
+from avb_minimal.backend import tree_to_host  # noqa: E402
 from avb_minimal.chapter import chapter_args  # noqa: E402
 from avb_minimal import evaluate as E  # noqa: E402
 from avb_minimal import models as M  # noqa: E402
@@ -56,7 +57,7 @@ def parse_args(argv=None):
     return chapter_args("Chapter 01: the ELBO of a VAE (eq. 2.1-2.4).",
                         "few iterations (seconds; for tests)",
                         "the full Table 1 settings of experiments.table1_settings (a few minutes)",
-                        DEFAULT_OUT, argv)
+                        DEFAULT_OUT, argv, device=True)
 
 
 def settings(args):
@@ -201,10 +202,12 @@ def main(argv=None):
 
     # %% eq. (2.4): maximise the mean ELBO over the data; record the exact log p(x) and ELBO
     def eval_fn(p):
+        p = tree_to_host(p)                          # the grid integration runs on the host
         return {"log_likelihood": float(np.mean(E.exact_log_likelihood(p["dec"], data, arch, 120))),
                 "elbo": float(np.mean(E.vae_elbo_exact(p, data, arch, 120)))}
     params, info = train("vae", data, arch, cfg, seed=args.seed, eval_fn=eval_fn, eval_every=cfg.log_every,
-                         quiet=False, desc="training the VAE")
+                         quiet=False, desc="training the VAE", device=args.device)
+    params = tree_to_host(params)
     curve = [h for h in info["history"] if "elbo" in h]
     print(f"trained in {info['wall_seconds']:.1f} s")
 

@@ -41,6 +41,7 @@ import autograd.numpy as anp
 import numpy as np
 from autograd import grad
 
+from avb_minimal.backend import tree_to_host  # noqa: E402
 from avb_minimal.chapter import chapter_args  # noqa: E402
 from avb_minimal import evaluate as E
 from avb_minimal import models as M
@@ -59,7 +60,7 @@ def parse_args(argv=None):
     return chapter_args("Chapter 05: AVB on the 4-point data (Algorithm 1, Table 1, Fig. 6b).",
                         f"the quick settings for {SMOKE_ITERS} steps (a smoke run, well under a minute)",
                         "table1_settings(quick=False): the README's Table 1 run (minutes)",
-                        DEFAULT_OUT, argv)
+                        DEFAULT_OUT, argv, device=True)
 
 
 def settings(args):
@@ -126,13 +127,16 @@ def main(argv=None):
           f"{cfgs['avb'].lr_adv:g}, negatives '{cfgs['avb'].negatives}'")
 
     def eval_fn(p):
+        p = tree_to_host(p)                          # the grid integration runs on the host
         return {"log_likelihood": float(np.mean(E.exact_log_likelihood(p["dec"], data, arch, 120)))}
 
     # %% eq. (3.5)/(3.7), Algorithm 1: train AVB; a VAE with the same settings for the comparison
     models, curves, results = {}, {}, {"settings": {"seeds": [args.seed]}, "models": {}}
     for kind in ("vae", "avb"):
         params, info = train(kind, data, arch, cfgs[kind], seed=args.seed, eval_fn=eval_fn,
-                             eval_every=cfgs[kind].log_every, quiet=False, desc=f"training {kind.upper()}")
+                             eval_every=cfgs[kind].log_every, quiet=False, desc=f"training {kind.upper()}",
+                             device=args.device)
+        params = tree_to_host(params)
         res = E.evaluate_model(params, kind, data, arch, np.random.default_rng(10_000 + args.seed),
                                grid_n=ev["grid_n"], n_samples=ev["n_samples"])
         res["wall_seconds"] = info["wall_seconds"]

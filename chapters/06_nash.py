@@ -44,6 +44,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from avb_minimal.backend import tree_to_host  # noqa: E402
 from avb_minimal.chapter import chapter_args  # noqa: E402
 from avb_minimal import evaluate as E  # noqa: E402
 from avb_minimal import models as M  # noqa: E402
@@ -61,7 +62,7 @@ def parse_args(argv=None):
     return chapter_args("Chapter 06: Prop. 3 and Cor. 4, T at equilibrium = PMI (eq. 3.8, 3.9).",
                         "short training (seconds; for tests)",
                         "table1_settings(quick=False) (minutes)",
-                        DEFAULT_OUT, argv)
+                        DEFAULT_OUT, argv, device=True)
 
 
 QUICK_ITERS = 1500   # --quick: half the default run; 400 steps leave T far from log q - log p at x = e2
@@ -184,7 +185,8 @@ def main(argv=None):
     data = four_points()
     arch, cfg, ev = settings(args)
     print(f"training AVB (Algorithm 1): hidden {arch.hidden}, {cfg.iters} steps, batch {cfg.batch}")
-    params, info = train("avb", data, arch, cfg, seed=args.seed, quiet=False, desc="training AVB")
+    params, info = train("avb", data, arch, cfg, seed=args.seed, quiet=False, desc="training AVB", device=args.device)
+    params = tree_to_host(params)                    # what follows integrates on a grid, on the host
     print(f"trained in {info['wall_seconds']:.1f} s")
 
     # %% Cor. 4.1: how close theta is to a maximum-likelihood fit
