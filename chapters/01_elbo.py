@@ -16,7 +16,7 @@ What you will learn
 - Fig. 6a: a diagonal Gaussian q(z|x) cannot take the shape of the true posterior on
   the 4-point data, even at its best: the part of the gap no encoder can close.
 
-Run:  python chapters/01_elbo.py            (~15 s on 2 CPU cores)
+Run:  python chapters/01_elbo.py            (46 s measured on 2 CPU cores shared with other jobs, load average 2.02-2.08)
       python chapters/01_elbo.py --quick    (seconds; the test suite)
       python chapters/01_elbo.py --full     (the Table 1 settings of the README)
 """

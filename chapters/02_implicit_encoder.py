@@ -21,7 +21,7 @@ What you will learn
 - that a *randomly initialised* implicit encoder with 64-d noise is nearly Gaussian
   (a central-limit effect): flexibility is something training has to use (chapter 05).
 
-Run:  python chapters/02_implicit_encoder.py            (~10 s on 2 CPU cores)
+Run:  python chapters/02_implicit_encoder.py            (26 s measured on 2 CPU cores shared with other jobs, load average 2.08-2.04)
       python chapters/02_implicit_encoder.py --quick    (seconds; the test suite)
 """
 import os

@@ -45,7 +45,7 @@ What you will learn
   the encoder a constant outward pull; with ||z||^2/2 folded in, that pull reverses at a
   finite |z| (T is bounded below).  It does not buy a better fit where the samples are.
 
-Run:  python chapters/03_adversary.py            (about 100 s on 2 shared CPU cores)
+Run:  python chapters/03_adversary.py            (74 s measured on 2 CPU cores shared with other jobs, load average 2.04-2.06)
       python chapters/03_adversary.py --quick    (well under a minute: small nets, fewer steps)
       python chapters/03_adversary.py --full     (longer training, smaller errors)
 """

@@ -22,7 +22,7 @@ What you will learn
 - eq. (3.5) with a *learned* T is an estimate, not a bound: the T-based "ELBO" beside
   the honest ones (exact log p(x); an ELBO whose entropy term is a k-NN estimate).
 
-Run:  python chapters/05_avb.py            (~25 s on 2 CPU cores: the quick Table 1 networks, 3000 steps)
+Run:  python chapters/05_avb.py            (79 s measured on 2 CPU cores shared with other jobs, load average 2.05-6.21: the quick Table 1 networks, 3000 steps)
       python chapters/05_avb.py --quick    (a smoke run: the same for 400 steps)
       python chapters/05_avb.py --full     (table1_settings(quick=False), the README's Table 1 settings: VAE + AVB, ~10+ minutes)
 """

@@ -23,7 +23,7 @@ What you will learn
 - Cor. 4.1-4.2: how close log p(x) is to -log 4 and q(z|x) to p(z|x) after training;
 - (I.7)-(I.8): the identity behind the proof, checked numerically with Gaussians.
 
-Run:  python chapters/06_nash.py            (~20 s on 2 CPU cores: 3000 AVB steps)
+Run:  python chapters/06_nash.py            (63 s measured on 2 CPU cores shared with other jobs, load average 6.21-6.60: 3000 AVB steps)
       python chapters/06_nash.py --quick    (seconds; the test suite)
       python chapters/06_nash.py --full     (table1_settings(quick=False): ~5+ minutes, closer to equilibrium)
 """

@@ -30,7 +30,7 @@ What you will learn
 - on binarized MNIST (if the files are found, as in chapter 13): why eq. (14)'s decoder gradient
   starves, measured by AIS.
 
-Run:  python chapters/12_biadversarial_vae.py            (about a minute on 2 CPU cores with MNIST)
+Run:  python chapters/12_biadversarial_vae.py            (176 s with MNIST measured on 2 CPU cores shared with other jobs, load average 5.56-2.58)
       python chapters/12_biadversarial_vae.py --quick    (~35 s with MNIST; the test suite)
       python chapters/12_biadversarial_vae.py --full     (longer training, a few minutes)
 """

@@ -30,7 +30,7 @@ Data: the fixed binarization, DIR/train.npz and DIR/valid.npz (key 'x', uint8 0/
 with DIR from --data DIR, else $AVB_DATA, else ../shared/data/binarized_mnist seen from the
 working directory (the repository root) or from the package's parent folder.
 
-Run:  python chapters/13_mnist.py            (~1 minute on 2 CPU cores: small nets, 1000 steps)
+Run:  python chapters/13_mnist.py            (86 s measured on 2 CPU cores shared with other jobs, load average 2.58-2.14: small nets, 1000 steps)
       python chapters/13_mnist.py --quick    (the `reproduce mnist --quick` settings; the test suite)
       python chapters/13_mnist.py --full     (= reproduce mnist: 40k steps per model and the full
                                               AIS protocol; hours; resumes from runs/mnist)
