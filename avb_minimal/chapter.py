@@ -4,6 +4,7 @@ import argparse
 import os
 
 from .argcheck import non_negative_int, writable_folder
+from .backend import device_module
 from .data import data_dir, dataset_file, load_binary
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
@@ -62,7 +63,6 @@ def chapter_args(description, quick_help, full_help, default_out, argv=None, dat
     except ValueError as e:
         p.error(str(e))
     if device:
-        from .backend import device_module
         try:
             device_module(args.device)          # --device gpu without cupy or a GPU: one line, now
         except ValueError as e:
