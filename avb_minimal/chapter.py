@@ -1,9 +1,10 @@
-"""What every chapter script shares: the command line (--quick, --full, --out, --seed)
-and where the binarized MNIST files are."""
+"""What every chapter script shares: the command line (--quick, --full, --out, --seed, and
+--device in the chapters that train through the library) and where the binarized MNIST files are."""
 import argparse
 import os
 
 from .argcheck import non_negative_int, writable_folder
+from .backend import device_module
 from .data import data_dir, dataset_file, load_binary
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
@@ -32,11 +33,14 @@ def load_mnist(folder=None):
     return load_binary(dataset_file(folder, "train")), load_binary(dataset_file(folder, "valid")), folder
 
 
-def chapter_args(description, quick_help, full_help, default_out, argv=None, data=False):
+def chapter_args(description, quick_help, full_help, default_out, argv=None, data=False, device=False):
     """Parse a chapter's arguments.  --quick and --full exclude each other, and --out
     must be a writable folder (checked before any work starts, so a long run never
     fails at the end for want of a place to put its figure).  data=True: the chapter
-    reads binarized MNIST, from --data DIR (default: `mnist_folder()`)."""
+    reads binarized MNIST, from --data DIR (default: `mnist_folder()`).  device=True: the
+    chapter trains through the library (`train`, `bavae.train_bavae`, `vi`, the experiments),
+    which runs on --device cpu|gpu; its own checks and figures run on the host.  Chapters
+    whose training loops are their own run on the CPU and do not offer the flag."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--full", action="store_true", help=full_help)
@@ -46,6 +50,11 @@ def chapter_args(description, quick_help, full_help, default_out, argv=None, dat
         p.add_argument("--data", metavar="DIR", default=None,
                        help="folder with binarized MNIST's train.npz and valid.npz (default: $AVB_DATA, "
                             "else ../shared/data/binarized_mnist from the working directory or the package)")
+    if device:
+        p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                       help="where the library's training runs: cpu (NumPy, the default) or gpu (CuPy and the "
+                            "CUDA kernels; needs cupy-cuda13x or cupy-cuda12x and an NVIDIA GPU); the chapter's "
+                            "checks and figures run on the CPU")
     args = p.parse_args(argv)
     if args.quick and args.full:
         p.error("--quick and --full exclude each other")
@@ -53,6 +62,11 @@ def chapter_args(description, quick_help, full_help, default_out, argv=None, dat
         writable_folder(args.out, "--out")
     except ValueError as e:
         p.error(str(e))
+    if device:
+        try:
+            device_module(args.device)          # --device gpu without cupy or a GPU: one line, now
+        except ValueError as e:
+            p.error(str(e))
     if data:
         args.data = args.data or mnist_folder()
     return args

@@ -21,7 +21,7 @@ What you will learn
 - that a *randomly initialised* implicit encoder with 64-d noise is nearly Gaussian
   (a central-limit effect): flexibility is something training has to use (chapter 05).
 
-Run:  python chapters/02_implicit_encoder.py            (~10 s on 2 CPU cores)
+Run:  python chapters/02_implicit_encoder.py            (26 s measured on 2 CPU cores shared with other jobs, load average 2.08-2.04)
       python chapters/02_implicit_encoder.py --quick    (seconds; the test suite)
 """
 import os
@@ -50,7 +50,7 @@ from avb_minimal import objectives as O  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
 from avb_minimal.ops import bernoulli_loglik  # noqa: E402
 from avb_minimal.distributions import log_normal_diag, log_std_normal  # noqa: E402
-from avb_minimal.experiments.table1 import table1_settings  # noqa: E402
+from avb_minimal.experiments.table1 import SMOKE_ITERS, table1_settings  # noqa: E402
 from avb_minimal.optim import Adam, adam_init, adam_step  # noqa: E402
 from avb_minimal.train import train  # noqa: E402
 from avb_minimal.progress import Progress  # noqa: E402
@@ -215,7 +215,7 @@ def main(argv=None):
     data = four_points()
 
     # a Gaussian encoder worth looking at: the VAE of Table 1, quick settings (~2 s)
-    varch, cfgs, _ = table1_settings(quick=True)
+    varch, cfgs, _ = table1_settings(quick=True, iters=SMOKE_ITERS)
     vae, _ = train("vae", data, varch, cfgs["vae"], seed=args.seed, quiet=False, desc="training a VAE")
     vae64 = {k: [(W.astype(np.float64), b.astype(np.float64)) for W, b in v] for k, v in vae.items()}
     check_eq31(vae64, varch, rng, 40000 if args.quick else 200000)

@@ -25,7 +25,7 @@ What you will learn
 - that Algorithm 1 as implemented (objectives.avb_losses) cuts exactly the edges
   Prop. 2 allows: no adversary gradient reaches the encoder, no encoder gradient the adversary.
 
-Run:  python chapters/04_gradient_identity.py            (~3 s on 2 CPU cores)
+Run:  python chapters/04_gradient_identity.py            (7 s measured on 2 CPU cores shared with other jobs, load average 2.06-2.05)
       python chapters/04_gradient_identity.py --quick    (seconds; the test suite)
       python chapters/04_gradient_identity.py --full     (4x the Monte Carlo samples)
 """

@@ -26,7 +26,7 @@ What you will learn
 - sec. 4: on a q far from the prior, the adversary's error in log q - log p with and
   without AC, same network, same steps, same batch.
 
-Run:  python chapters/07_adaptive_contrast.py            (~20 s on 2 CPU cores)
+Run:  python chapters/07_adaptive_contrast.py            (54 s measured on 2 CPU cores shared with other jobs, load average 6.60-4.23)
       python chapters/07_adaptive_contrast.py --quick    (seconds; the test suite)
       python chapters/07_adaptive_contrast.py --full     (longer adversary training)
 """

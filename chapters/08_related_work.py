@@ -27,7 +27,7 @@ What you will learn
   on the KL; with q held fixed it trains as well as eq. (3.3) (the instability the paper
   reports for (6.10) is a property of the full game, not reproduced here).
 
-Run:  python chapters/08_related_work.py            (~25 s on 2 CPU cores)
+Run:  python chapters/08_related_work.py            (71 s measured on 2 CPU cores shared with other jobs, load average 4.23-3.07)
       python chapters/08_related_work.py --quick    (seconds; the test suite)
       python chapters/08_related_work.py --full     (longer adversary training)
 """

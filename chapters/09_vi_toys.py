@@ -22,7 +22,7 @@ What you will learn
       entropy of the implicit q from a k-NN estimate, never the adversary's own number;
     - where Gaussian VB fails (bananas, rings, several modes) and AVB does not.
 
-Run:  python chapters/09_vi_toys.py            (~65 s on 2 CPU cores)
+Run:  python chapters/09_vi_toys.py            (233 s measured on 2 CPU cores shared with other jobs, load average 3.07-7.55)
       python chapters/09_vi_toys.py --quick    (seconds; the test suite)
       python chapters/09_vi_toys.py --full     (the authors' sampler 2 x 128, batch 512,
                                                 3x the iterations, more samples; ~10 min)

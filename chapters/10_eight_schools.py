@@ -19,7 +19,7 @@ What you will learn
       both), and how AVB's neural sampler captures both modes of (tau, eta_1);
     - how to read a k-NN KL estimate in 10-d: compare against the estimator's floor.
 
-Run:  python chapters/10_eight_schools.py            (~80 s on 2 CPU cores)
+Run:  python chapters/10_eight_schools.py            (228 s measured on 2 CPU cores shared with other jobs, load average 7.55-4.49)
       python chapters/10_eight_schools.py --quick    (seconds; the test suite)
       python chapters/10_eight_schools.py --full     (AVB with the authors' 10k iterations
                                                       and batch 512; ~5 minutes)

@@ -33,7 +33,7 @@ What you will learn
 - that the tutorial's critic learns 0 (a constant) and what the one-term fix changes;
 - what the Biadversarial VAE's public code estimates after swapping its two losses.
 
-Run:  python chapters/11_objective_family.py            (~40 s on 2 CPU cores; 90 s when loaded)
+Run:  python chapters/11_objective_family.py            (32 s measured on 2 CPU cores shared with other jobs, load average 4.49-5.56)
       python chapters/11_objective_family.py --quick    (seconds; the test suite)
       python chapters/11_objective_family.py --full     (longer MLP training)
 """

@@ -30,7 +30,7 @@ What you will learn
 - on binarized MNIST (if the files are found, as in chapter 13): why eq. (14)'s decoder gradient
   starves, measured by AIS.
 
-Run:  python chapters/12_biadversarial_vae.py            (about a minute on 2 CPU cores with MNIST)
+Run:  python chapters/12_biadversarial_vae.py            (176 s with MNIST measured on 2 CPU cores shared with other jobs, load average 5.56-2.58)
       python chapters/12_biadversarial_vae.py --quick    (~35 s with MNIST; the test suite)
       python chapters/12_biadversarial_vae.py --full     (longer training, a few minutes)
 """
@@ -57,6 +57,7 @@ from avb_minimal import bavae as BV  # noqa: E402
 from avb_minimal import evaluate as E  # noqa: E402
 from avb_minimal.experiments import mnist as MN  # noqa: E402
 from avb_minimal import objectives as O  # noqa: E402
+from avb_minimal.backend import tree_to_host  # noqa: E402
 from avb_minimal.chapter import chapter_args, load_mnist  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
 from avb_minimal.experiments.table1 import table1_settings  # noqa: E402
@@ -72,7 +73,7 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"]
 def parse_args(argv=None):
     return chapter_args("Chapter 12: the Biadversarial VAE (Fickinger; eq. 6, 14, 19) against AVB.",
                         "few training steps (seconds; for tests)", "longer training (a few minutes)",
-                        DEFAULT_OUT, argv, data=True)
+                        DEFAULT_OUT, argv, data=True, device=True)
 
 
 # %% eq. (8) and (16): the two optima, from the family of chapter 11
@@ -126,12 +127,13 @@ def train_three(args):
                              checkpoint_every=iters))
     runs = {}
     t = time.perf_counter()
-    p, _ = train("avb", DATA, arch, cfg, seed=args.seed, quiet=False, desc="AVB")
-    runs["AVB"] = ("avb", p, time.perf_counter() - t)
+    p, _ = train("avb", DATA, arch, cfg, seed=args.seed, quiet=False, desc="AVB", device=args.device)
+    runs["AVB"] = ("avb", tree_to_host(p), time.perf_counter() - t)
     for name, rec in (("BAVAE (eq. 6 + 14)", "adversary"), ("ablation: eq. 6 + exact recon.", "exact")):
         t = time.perf_counter()
-        p, _ = BV.train_bavae(DATA, arch, cfg, seed=args.seed, reconstruction=rec, quiet=False, desc=name)
-        runs[name] = ("bavae", p, time.perf_counter() - t)
+        p, _ = BV.train_bavae(DATA, arch, cfg, seed=args.seed, reconstruction=rec, quiet=False, desc=name,
+                              device=args.device)
+        runs[name] = ("bavae", tree_to_host(p), time.perf_counter() - t)
     res = {}
     print(f"\n4-point data, 2 x 64 nets, {iters} iterations of batch {cfg.batch} each (seed {args.seed}):")
     for name, (kind, p, secs) in runs.items():
@@ -208,10 +210,12 @@ def mnist_section(args):
           f"{cfg.batch}; AIS {ev['ais_steps']} steps x {ev['ais_chains']} chains on {len(x_eval)} validation images")
     for kind in ("avb", "bavae", "bavae_exact"):
         if kind == "avb":
-            params, info = train("avb", x_train, arch, cfg, seed=args.seed, desc="mnist avb", quiet=False)
+            params, info = train("avb", x_train, arch, cfg, seed=args.seed, desc="mnist avb", quiet=False,
+                                 device=args.device)
         else:
             params, info = BV.train_bavae(x_train, arch, cfg, seed=args.seed, desc=f"mnist {kind}", quiet=False,
-                                          reconstruction=BV.reconstruction_of(kind))
+                                          reconstruction=BV.reconstruction_of(kind), device=args.device)
+        params = tree_to_host(params)                # AIS and the diagnostics run on the host
         r = MN.evaluate_mnist(params, kind, x_eval, arch, np.random.default_rng(10_000 + args.seed),
                               ev["ais_steps"], ev["ais_chains"], ev["leapfrog"], ev["elbo_samples"])
         r["wall_seconds"] = {"train": info["wall_seconds"], **r.pop("_seconds")}

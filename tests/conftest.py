@@ -33,3 +33,15 @@ def device():
     import strict_device
     with strict_device.activate("reference") as strict:
         yield strict
+
+
+@pytest.fixture
+def smoke_table1(monkeypatch):
+    """`reproduce table1 --quick` (and the self-check's quick Table 1) as a smoke run: the
+    quick settings trained for SMOKE_ITERS iterations, so a command-line test takes seconds,
+    not the minute of the README's main job.  Everything else (evaluation, table, figure,
+    JSON) is the command's own."""
+    from avb_minimal.experiments import table1 as T1
+    quick_settings = T1.table1_settings
+    monkeypatch.setattr(T1, "table1_settings",
+                        lambda quick=False, iters=None: quick_settings(quick, iters or (T1.SMOKE_ITERS if quick else None)))

@@ -95,6 +95,23 @@ def test_bad_flags_give_a_one_line_error(args, needle):
     _assert_short_error(run("03_adversary.py", *args, timeout=60), needle)
 
 
+DEVICE_CHAPTERS = ("01_elbo.py", "05_avb.py", "06_nash.py", "12_biadversarial_vae.py", "13_mnist.py")
+
+
+@pytest.mark.parametrize("chapter", sorted(CHAPTERS) + ["13_mnist.py"])
+def test_device_flag_where_the_library_trains(chapter, tmp_path):
+    """Chapters that train through the library take --device cpu|gpu (checked before any work:
+    without a GPU, --device gpu is one line); chapters with their own loops run on the CPU and
+    do not offer it."""
+    from avb_minimal import backend
+    proc = run(chapter, "--help", timeout=60)
+    assert ("--device {cpu,gpu}" in proc.stdout) == (chapter in DEVICE_CHAPTERS), proc.stdout
+    if chapter in DEVICE_CHAPTERS and backend.cupy_module() is None:
+        _assert_short_error(run(chapter, "--quick", "--device", "gpu", "--out", str(tmp_path), timeout=60),
+                            "--device gpu: cupy is")
+        assert list(tmp_path.iterdir()) == []
+
+
 def test_every_chapter_is_listed():
     found = sorted(f for f in os.listdir(os.path.join(ROOT, "chapters")) if f[:2] in
                    ("01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12")

@@ -10,13 +10,16 @@ from avb_minimal.fast.bench_step import step_flops
 from avb_minimal.models import Arch
 
 
-def test_table1_quick_writes_json_and_figure(tmp_path, capsys):
+def test_table1_quick_writes_json_and_figure(tmp_path, capsys, smoke_table1):
     out = tmp_path / "res.json"
     rc = main(["reproduce", "table1", "--quick", "--quiet", "--models", "vae,avb",
                "--json", str(out), "--out", str(tmp_path / "run")])
     assert rc == 0
     text = capsys.readouterr().out
     assert "paper vae" in text and "ours avb" in text and "-1.403" in text
+    # the short run says so above its table, and names the full run
+    assert text.index("short run (400 iterations") < text.index("paper vae")
+    assert "the full run is `python -m avb_minimal reproduce table1 --seeds 3`" in text
     res = json.loads(out.read_text())
     for kind in ("vae", "avb"):
         for key in ("log_likelihood", "reconstruction_error", "elbo", "kl_aggregate", "wall_seconds"):

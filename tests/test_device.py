@@ -239,7 +239,7 @@ def test_device_gpu_without_a_gpu_is_one_line_before_any_work(tmp_path, capsys, 
     assert list(tmp_path.iterdir()) == []                  # no folder, no checkpoint
 
 
-def test_selfcheck_runs_and_writes_one_json(tmp_path, capsys):
+def test_selfcheck_runs_and_writes_one_json(tmp_path, capsys, smoke_table1):
     """The self-check's code path, on the CPU (its device tests are this file: skipped here)."""
     import json
 
