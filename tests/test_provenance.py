@@ -59,7 +59,7 @@ def test_train_json_records_the_command_line(tmp_path):
     assert p["device"] == "cpu" and p["blas_threads"] == 1
 
 
-def test_table1_one_seed_has_null_stds_and_no_plus_minus(tmp_path, capsys):
+def test_table1_one_seed_has_null_stds_and_no_plus_minus(tmp_path, capsys, smoke_table1):
     js = tmp_path / "r.json"
     rc = main(["reproduce", "table1", "--quick", "--quiet", "--models", "avb", "--seed", "1", "--step", "readable",
                "--json", str(js), "--out", str(tmp_path / "run")])
