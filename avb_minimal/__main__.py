@@ -23,7 +23,13 @@ if "numpy" not in sys.modules and sys.argv[1:3] == ["bench", "step"]:
 
 import numpy as np  # noqa: E402
 
-from .argcheck import check_paths, non_negative_int, positive_int, remove_created_folders, seed_list  # noqa: E402
+from .argcheck import (  # noqa: E402
+    check_paths,
+    non_negative_int,
+    positive_int,
+    remove_created_folders,
+    seed_list,
+)
 from .checkpoint import package_version, write_json  # noqa: E402
 
 # Each command imports the modules it runs inside its own function: the experiments load
@@ -348,7 +354,12 @@ def _eight_schools(args):
 
 
 def _mnist(args):
-    from .experiments.mnist import format_mnist, format_mnist_over_seeds, mnist_over_seeds, reproduce_mnist
+    from .experiments.mnist import (
+        format_mnist,
+        format_mnist_over_seeds,
+        mnist_over_seeds,
+        reproduce_mnist,
+    )
     seeds, per_seed = _seeds(args), {}
     for seed in seeds:               # several seeds: each its own checkpoints, figure and JSON
         json_path = args.json

@@ -18,10 +18,18 @@ import numpy as np
 from autograd import grad
 
 import avb_minimal
+
 from . import models as M
 from . import objectives as O
 from .backend import DeviceRNG, device_module, tree_to_device, tree_to_host
-from .checkpoint import OTHER_RUN, check_meta, hold, load_checkpoint, read_meta, save_checkpoint
+from .checkpoint import (
+    OTHER_RUN,
+    check_meta,
+    hold,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
 from .data import check_binary_data, sample_batch
 from .fast.step import FastAVBStep, supports
 from .optim import Adam, adam_init, adam_step

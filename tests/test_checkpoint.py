@@ -18,7 +18,12 @@ import numpy as np
 import pytest
 
 from avb_minimal import checkpoint as C
-from avb_minimal.checkpoint import load_checkpoint, read_meta, save_checkpoint, write_json
+from avb_minimal.checkpoint import (
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+    write_json,
+)
 
 
 def _tree(rng):

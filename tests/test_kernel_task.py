@@ -6,7 +6,6 @@ In a student tree the body is `__trap();`: the emulated launch reports it, and t
 says which task it is.  Small blocks: every CUDA thread is an OS thread here."""
 import numpy as np
 import pytest
-
 import strict_device
 
 pytestmark = pytest.mark.skipif(strict_device.GXX is None, reason="g++ is not on the PATH")

@@ -10,75 +10,26 @@ zero-size batches; then the ops' own kernel path (shapes, 32-bit sizes, contiguo
 copies) with `check_grads` in float64 for every primitive.  Launches use small
 blocks: every CUDA thread is an OS thread here.
 """
-import ctypes
-import re
-import shutil
-import subprocess
 
 import numpy as np
 import pytest
 from autograd import make_vjp
 from autograd.test_util import check_grads
+from strict_device import GXX, compile_emulated
 
 from avb_minimal import backend, ops
-from avb_minimal.backend import KERNEL_FILES, kernels_dir
 
-GXX = shutil.which("g++")
 pytestmark = pytest.mark.skipif(GXX is None, reason="g++ is not on the PATH: cannot build the CPU emulation")
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-4), np.float64: dict(rtol=1e-10, atol=1e-10)}
 
 
 # ------------------------------------------------------------------ the emulated module
-def _c_arg(a):
-    if a is None:
-        return ctypes.c_void_p(None)
-    if isinstance(a, np.ndarray):
-        assert a.flags.c_contiguous, "kernels take C-contiguous arrays"
-        return ctypes.c_void_p(a.ctypes.data)
-    if isinstance(a, np.int32):
-        return ctypes.c_int32(int(a))
-    raise TypeError(f"kernel arguments are arrays, None or numpy.int32 (explicit 32-bit sizes), "
-                    f"got {type(a).__name__}")
-
-
-class EmulatedModule:
-    """A kernels/*.cu compiled for the CPU; get_function(name)(grid, block, args) like cupy."""
-
-    def __init__(self, path):
-        self.lib = ctypes.CDLL(str(path))
-
-    def get_function(self, name):
-        launch = getattr(self.lib, "emu_launch_" + name)
-        launch.restype = ctypes.c_int
-
-        def fn(grid, block, args):
-            g, b = tuple(grid) + (1,) * (3 - len(grid)), tuple(block) + (1,) * (3 - len(block))
-            held = [_c_arg(a) for a in args]
-            argv = (ctypes.c_void_p * len(held))(*[ctypes.cast(ctypes.pointer(h), ctypes.c_void_p)
-                                                   for h in held])
-            if launch(*[ctypes.c_uint(v) for v in g + b], argv) != 0:
-                raise RuntimeError(f"{name}: invalid launch shape grid={g} block={b}")
-        return fn
-
-
 @pytest.fixture(scope="module")
-def emulated(tmp_path_factory):
-    """{stem: EmulatedModule}: both .cu files compiled (in parallel) into a temporary folder."""
-    out, procs = tmp_path_factory.mktemp("emulated"), {}
-    for source in KERNEL_FILES:
-        stem = source[:-3]
-        with open(f"{kernels_dir()}/{source}", encoding="utf-8") as fh:
-            names = re.findall(r"__global__ void (\w+)##SFX", fh.read())
-        exports = "".join(f"EMU_EXPORT({n}{sfx})\n" for n in names for sfx in ("f32", "f64"))
-        (out / f"{stem}.cpp").write_text(f'#include "cuda_emulation.h"\n#include "{source}"\n{exports}')
-        procs[stem] = subprocess.Popen(
-            [GXX, "-std=c++20", "-O2", "-pthread", "-shared", "-fPIC", "-Wall", "-Werror",
-             "-I", kernels_dir(), str(out / f"{stem}.cpp"), "-o", str(out / f"{stem}.so")],
-            stderr=subprocess.PIPE, text=True)
-    for stem, p in procs.items():
-        assert p.wait() == 0, p.stderr.read()
-    return {stem: EmulatedModule(out / f"{stem}.so") for stem in procs}
+def emulated():
+    """{stem: EmulatedModule}: both .cu files compiled with g++ and cuda_emulation.h (in
+    parallel, once per session: tests/strict_device.py, which the device tests share)."""
+    return compile_emulated()
 
 
 def _run(emulated, stem, name, dt, grid, block, *args):

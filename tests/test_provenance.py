@@ -74,7 +74,10 @@ def test_table1_one_seed_has_null_stds_and_no_plus_minus(tmp_path, capsys, smoke
 
 
 def test_eight_schools_one_seed_has_null_std(tmp_path):
-    from avb_minimal.experiments.eight_schools import format_eight_schools, run_eight_schools
+    from avb_minimal.experiments.eight_schools import (
+        format_eight_schools,
+        run_eight_schools,
+    )
     js = tmp_path / "e.json"
     res = run_eight_schools(quick=True, seeds=(4,), out_dir=None, methods=("meanfield",), json_path=str(js))
     assert res["kl_to_hmc"]["meanfield"]["std"] is None and "+-" not in format_eight_schools(res)

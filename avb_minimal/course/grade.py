@@ -23,7 +23,15 @@ import subprocess
 import sys
 import tempfile
 
-from .tasks import STUDENT_DIRS, STUDENT_DROP, TASKS, TREE_TASKS, marker_name, parse_tasks, tests_by_task
+from .tasks import (
+    STUDENT_DIRS,
+    STUDENT_DROP,
+    TASKS,
+    TREE_TASKS,
+    marker_name,
+    parse_tasks,
+    tests_by_task,
+)
 
 PLUGIN_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugin.py")
 # the checkout the grader runs from: course/ -> avb_minimal/ -> root

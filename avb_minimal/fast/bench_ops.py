@@ -127,12 +127,13 @@ def bench_ops(batch_sizes=BATCH_SIZES, widths=WIDTHS, min_time=0.05, seed=0):
                         if xp is not np:     # on a CPU these sizes sit in cache: no DRAM fraction
                             e["fraction_of_bandwidth"] = e["gbytes_per_s"] / ref["copy_gbytes_per_s"]
                     results.append(e)
-        out["backends"][name] = {"device": _device_name(xp), "reference": ref, "results": results,
+        out["backends"][name] = {"device": device_name(xp), "reference": ref, "results": results,
                                  "slowest_speedup": min(e["speedup"] for e in results)}
     return out
 
 
-def _device_name(xp):
+def device_name(xp):
+    """The GPU's name as the driver reports it, or the CPU's with the NumPy version."""
     if xp is np:
         return f"CPU ({platform.processor() or platform.machine()}), NumPy {np.__version__}"
     props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)

@@ -22,17 +22,8 @@ import avb_minimal
 from .. import models as M
 from ..backend import device_module
 from ..experiments.table1 import table1
-from .bench_ops import bench_ops
+from .bench_ops import bench_ops, device_name
 from .bench_step import bench_step
-
-
-def device_name(xp):
-    """The GPU's name (or the CPU's), as the driver reports it."""
-    if xp is np:
-        return f"CPU ({platform.processor() or platform.machine()})"
-    props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
-    name = props["name"]
-    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _tests_dir():
