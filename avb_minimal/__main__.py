@@ -166,6 +166,37 @@ def _add_reproduce(sub):
     _seed_flags(mn, 1)
     _step_flag(mn)
     mn.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_study(rsub)
+
+
+def _add_study(rsub):
+    """`reproduce mnist-study`: the screening study behind Table 2."""
+    st = rsub.add_parser("mnist-study", help="the study behind Table 2: short runs of each setting, AIS-scored, "
+                                             "compared with the VAE by paired differences",
+                         description="Train each --variants x --models pair (a variant changes some of Table 2's "
+                                     "settings: learning rates, adversary steps, width, batch, decay) for --iters "
+                                     "iterations per seed, score it by AIS (1000 distributions, 5 chains) on the "
+                                     "first --ais-examples rows of DATA/valid.npz, and print the table: each "
+                                     "model's mean over seeds and its paired difference to the base VAE over "
+                                     "the same images.  Each run's record is OUT/<variant>_<model>_<iters>"
+                                     "_seed<S>.json; runs already there are not repeated.")
+    st.add_argument("--data", metavar="DIR", default=None,
+                    help="folder with train.npz and valid.npz (default: $AVB_DATA)")
+    st.add_argument("--variants", default=None, metavar="A,B,...",
+                    help="comma list of variants (default: all); --list-variants shows them")
+    st.add_argument("--list-variants", action="store_true", help="print the variants and their changes, and stop")
+    st.add_argument("--models", default="vae,avb,avb_ac", metavar="A,B,...",
+                    help="comma list of vae,avb,avb_ac; each variant runs for the models it applies to")
+    st.add_argument("--iters", type=positive_int, default=10000, help="training iterations per run (default 10000)")
+    st.add_argument("--ais-examples", type=positive_int, default=256, help="evaluation images (default 256)")
+    st.add_argument("--ais-steps", type=positive_int, default=1000, help="AIS distributions (default 1000)")
+    st.add_argument("--latent", type=positive_int, default=8, help="latent dimension (default 8)")
+    _seed_flags(st, 2)
+    st.add_argument("--out", metavar="DIR", default="runs/study", help="runs and records (default runs/study)")
+    st.add_argument("--json", metavar="PATH", help="write the gathered table here (e.g. results/mnist_study.json)")
+    st.add_argument("--table", action="store_true", help="only gather OUT's records and print the table")
+    st.add_argument("--quiet", action="store_true", help="no progress output")
+    st.set_defaults(func=_mnist_study)
 
 
 def _add_bench(sub):
@@ -380,6 +411,37 @@ def _mnist(args):
             write_json(args.json, dict(summary, per_seed_json={
                 s: f"{os.path.splitext(args.json)[0]}_seed{s}.json" for s in seeds}), device=args.device)
             print(f"summary over seeds: {args.json}")
+
+
+def _mnist_study(args):
+    from . import models as M
+    from .data import data_dir, dataset_file, load_binary
+    from .experiments import mnist_study as S
+    if args.list_variants:
+        for name, (kinds, arch_ch, cfg_ch) in S.VARIANTS.items():
+            ch = ", ".join(f"{k}={v}" for k, v in {**arch_ch, **cfg_ch}.items()) or "Table 2's settings"
+            print(f"{name:18s} {'/'.join(kinds):16s} {ch}")
+        return
+    if not args.table:
+        variants = S.VARIANTS if args.variants is None else _kinds_list(args.variants, list(S.VARIANTS))
+        models = _kinds_list(args.models, M.KINDS)
+        folder = data_dir(args.data)
+        x_train = load_binary(dataset_file(folder, "train"), np.random.default_rng([0, 0]))
+        x_eval = load_binary(dataset_file(folder, "valid"), np.random.default_rng([0, 1]))[:args.ais_examples]
+        for seed in _seeds(args):
+            for v in variants:
+                for k in models:
+                    if k in S.VARIANTS[v][0]:
+                        r = S.screen_run(v, k, x_train, x_eval, args.out, args.iters, seed, args.latent,
+                                         args.ais_steps, quiet=args.quiet)
+                        print(f"{v} {k} seed {seed}: AIS log p(x) {r['ais_log_likelihood']:.2f} on {r['n_eval']} "
+                              f"images ({r['train_seconds']:.0f} s training, {r['ais_seconds']:.0f} s AIS)",
+                              flush=True)
+    table = S.study_table(args.out)
+    print(S.format_study(table))
+    if args.json:
+        write_json(args.json, table)
+        print(f"table: {args.json}")
 
 
 def _bench_step(args):

@@ -17,11 +17,12 @@ from avb_minimal.trees import tree_flatten, tree_map
 # irregular widths on purpose: every layer of every net has its own shape
 ARCH = M.Arch(x_dim=5, z_dim=3, eps_dim=4, hidden=(7, 6), adv_hidden=(6, 5), adv_dim=4,
               n_basis=3, basis_hidden=4, basis_eps_dim=2)
+ARCH_UNARY = M.Arch(**dict(ARCH.to_dict(), adv_unary=True))   # sec. 5.2's T = <f, g> + r(x) + s(z)
 
 
-def _problem(seed, kind, B=13, M_neg=13):
+def _problem(seed, kind, B=13, M_neg=13, arch=ARCH):
     rng = np.random.default_rng(seed)
-    params = M.init_params(rng, kind, ARCH)
+    params = M.init_params(rng, kind, arch)
     # non-zero biases and non-trivial output layers, so every term of every gradient is exercised
     params = tree_map(lambda a: (a + 0.3 * rng.standard_normal(a.shape)).astype(np.float32), params)
     x = (rng.random((B, ARCH.x_dim)) < 0.5).astype(np.float32)
@@ -30,12 +31,12 @@ def _problem(seed, kind, B=13, M_neg=13):
     return params, x, noise, z_neg
 
 
-def _readable_grads(params, kind, x, noise, z_neg, negatives):
+def _readable_grads(params, kind, x, noise, z_neg, negatives, arch=ARCH):
     """The readable path's three gradients in float64 (the reference)."""
     p64 = tree_map(lambda a: a.astype(np.float64), params)
     args = [a.astype(np.float64) for a in (x, noise, z_neg)]
     aux = {}
-    g = grad(lambda p: sum(O.avb_losses(p, kind, *args, ARCH, negatives, aux)))(p64)
+    g = grad(lambda p: sum(O.avb_losses(p, kind, *args, arch, negatives, aux)))(p64)
     return g, aux
 
 
@@ -45,12 +46,13 @@ def _close(a, b, tol=2e-4):
     return float(np.max(np.abs(a - b))) <= tol * scale
 
 
+@pytest.mark.parametrize("arch", [ARCH, ARCH_UNARY], ids=["inner", "inner+unary"])
 @pytest.mark.parametrize("kind", ["avb", "avb_ac"])
 @pytest.mark.parametrize("negatives,M_neg", [("pairs", 13), ("all_pairs", 9)])
-def test_fast_gradients_equal_readable(kind, negatives, M_neg):
-    params, x, noise, z_neg = _problem(1, kind, M_neg=M_neg)
-    ref, ref_aux = _readable_grads(params, kind, x, noise, z_neg, negatives)
-    fast = FastAVBStep(kind, ARCH, T.TrainConfig(negatives=negatives))
+def test_fast_gradients_equal_readable(kind, negatives, M_neg, arch):
+    params, x, noise, z_neg = _problem(1, kind, M_neg=M_neg, arch=arch)
+    ref, ref_aux = _readable_grads(params, kind, x, noise, z_neg, negatives, arch)
+    fast = FastAVBStep(kind, arch, T.TrainConfig(negatives=negatives))
     fast._bind(params)
     aux = fast.gradients(x, noise, z_neg)
     got = {"enc": fast.gen.grad_tree["enc"], "dec": fast.gen.grad_tree["dec"], "adv": fast.adv.grad_tree}
@@ -67,14 +69,15 @@ def _leaves(tree):
     return tree_leaves(tree)
 
 
+@pytest.mark.parametrize("arch", [ARCH, ARCH_UNARY], ids=["inner", "inner+unary"])
 @pytest.mark.parametrize("kind", ["avb", "avb_ac"])
-def test_fast_steps_equal_readable_steps(kind):
+def test_fast_steps_equal_readable_steps(kind, arch):
     """Three full updates (gradients + both Adams) from the same start agree."""
-    params, x, noise, z_neg = _problem(2, kind)
+    params, x, noise, z_neg = _problem(2, kind, arch=arch)
     out = {}
     for mode in ("readable", "fast"):
         cfg = T.TrainConfig(step=mode, lr_gen=1e-3, lr_adv=1e-3)
-        step = T.make_step(kind, ARCH, cfg)
+        step = T.make_step(kind, arch, cfg)
         assert isinstance(step, FastAVBStep) == (mode == "fast")
         p, s = tree_map(np.copy, params), T.init_states(kind, params)
         for _ in range(3):
@@ -121,6 +124,7 @@ def test_fast_step_refuses_a_non_finite_update():
 
 def test_which_step_runs():
     assert supports("avb", ARCH) == "" and supports("avb_ac", ARCH) == ""
+    assert supports("avb_ac", ARCH_UNARY) == ""                          # sec. 5.2 (MNIST)
     res = M.Arch(adversary="residual")
     assert "residual" in supports("avb", res) and "vae" in supports("vae", ARCH)
     assert not T.use_fast_step("avb", res, T.TrainConfig())          # 'auto' falls back

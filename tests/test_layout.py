@@ -12,7 +12,8 @@ PKG = os.path.dirname(os.path.abspath(avb_minimal.__file__))
 ORDER = ["__main__", "chapter", "argcheck",
          "course.build", "course.grade", "course.tasks", "course.plugin",
          "fast.selfcheck", "fast.bench_step", "fast.bench_ops",
-         "experiments.table1", "experiments.eight_schools", "experiments.mnist", "experiments.plots",
+         "experiments.table1", "experiments.eight_schools", "experiments.mnist_study", "experiments.mnist",
+         "experiments.plots",
          "bavae", "vi", "mcmc", "ais", "train", "fast.step", "evaluate", "related", "objectives",
          "models", "targets", "data", "checkpoint", "optim", "nn", "distributions", "ops", "trees",
          "progress", "backend"]

@@ -197,7 +197,8 @@ def evaluate_mnist(params, kind, x, arch, rng, ais_steps=1000, ais_chains=5, lea
            "ais_log_likelihood_sem": float(ll.std(ddof=1) / np.sqrt(n)) if n > 1 else None,
            "ais_ess_mean": float(a["ess"].mean()), "ais_ess_min": float(a["ess"].min()),
            "ais_acceptance": float(a["acceptance"].mean()),
-           "ais_init": a["settings"]["init"]}
+           "ais_init": a["settings"]["init"],
+           "ais_per_example": [round(float(v), 4) for v in ll]}      # for paired differences
     if kind == "vae":
         res.update(elbo=float(er["elbo"].mean()), elbo_is_bound=True,
                    elbo_note="exact KL, Monte Carlo E_q log p(x|z): a lower bound of log p(x)")

@@ -3,7 +3,7 @@
 The readable path (`objectives.avb_losses` + `autograd.grad`, in `train.make_step`)
 states the algorithm; this module computes *the same three gradients* with the
 forward and backward passes written out, for the paper's inner-product adversary
-T(x, z) = <f(x), g(z)> + ||z||^2 / 2.  What that buys (README, "Performance"):
+T(x, z) = <f(x), g(z)> + ||z||^2 / 2 (with sec. 5.2's r(x) + s(z) as padded features).  What that buys (README, "Performance"):
 
 1. One pass of g serves both players.  g runs once on [z_q; z_p].  The generator's
    cotangent on g(z_q) is (1/B) f(x) row by row, the adversary's is w_i f(x_i) with
@@ -47,8 +47,6 @@ def supports(kind, arch):
         return f"kind {kind!r} (the fast path implements Algorithms 1 and 2: 'avb', 'avb_ac')"
     if arch.adversary != "inner":
         return "the residual adversary (the fast path needs the inner-product adversary)"
-    if arch.adv_unary:
-        return "adv_unary=True"
     if arch.activation != "elu":
         return f"activation {arch.activation!r} (the fast path is written for ELU)"
     return ""
@@ -233,6 +231,8 @@ class FastAVBStep:
         zs = ws("g/in", (B + Mn, dz))
         zs[:B], zs[B:] = z_adv, z_neg
         g_hs, G = mlp_forward(ws, "g", g, zs)                      # (B + M, H)
+        if arch.adv_unary:                                         # sec. 5.2: + r(x) + s(z)
+            F, G = _pad_unary(ws, F, G)                            # (B, H + 2), (B + M, H + 2)
         G_pos, G_neg = G[:B], G[B:]
         prior_pos = 0.5 * np.sum(z_adv * z_adv, axis=1)                          # (B,)
         T_pos = rowdot(F, G_pos) + prior_pos                                     # (B,)
@@ -260,7 +260,7 @@ class FastAVBStep:
         else:
             dF += w_neg[:, None] * G_neg
         ### END SOLUTION
-        mlp_backward(ws, "f", f, gf, f_hs, dF)
+        mlp_backward(ws, "f", f, gf, f_hs, dF[:, :-1] if arch.adv_unary else dF)   # [f, r]; 1 is constant
 
         # ---- backward of g, shared: q-rows carry F (scaled by w_pos for psi), p-rows
         # carry the adversary's cotangent; see `g_backward_shared`.
@@ -276,6 +276,8 @@ class FastAVBStep:
         else:
             dG[B:] = F
             row_scale[B:] = w_neg
+        if arch.adv_unary:
+            dG = _unpad_unary_cotangent(ws, dG)                   # onto [g, s]: (B + M, H + 1)
         JtF = g_backward_shared(ws, g, gg, g_hs, dG, row_scale, B)   # J_g(z_adv)^T F  (B, dz)
 
         # ---- the generator: L_gen = -(eq. 3.7) or -(Alg. 2 line 12), psi fixed
@@ -305,6 +307,29 @@ class FastAVBStep:
         if not (math.isfinite(float(np.sum(self.gen.grad))) and math.isfinite(float(np.sum(self.adv.grad)))):
             aux["gradients"] = float("nan")
         return aux
+
+
+# ------------------------------------------------------------------ sec. 5.2's unary terms
+def _pad_unary(ws, F, G):
+    """[f, r] -> [f, r, 1] and [g, s] -> [g, 1, s] (`models.adversary_features_x/_z`), so
+    that one inner product gives <f, g> + r(x) + s(z).  (B, H+1), (M, H+1) -> (B, H+2), (M, H+2)."""
+    H = F.shape[1] - 1
+    Fp, Gp = ws("f/pad", (F.shape[0], H + 2)), ws("g/pad", (G.shape[0], H + 2))
+    Fp[:, :H + 1] = F
+    Fp[:, H + 1] = 1.0
+    Gp[:, :H] = G[:, :H]
+    Gp[:, H] = 1.0
+    Gp[:, H + 1] = G[:, H]
+    return Fp, Gp
+
+
+def _unpad_unary_cotangent(ws, dGp):
+    """The cotangent on [g, 1, s] -> the cotangent on g's output [g, s]  (M, H+2) -> (M, H+1)."""
+    H = dGp.shape[1] - 2
+    dG = ws("g/dout_net", (dGp.shape[0], H + 1))
+    dG[:, :H] = dGp[:, :H]
+    dG[:, H] = dGp[:, H + 1]
+    return dG
 
 
 # ------------------------------------------------------------------ AC encoder pieces

@@ -1,0 +1,146 @@
+"""The study behind Table 2: which settings let AVB (+ AC) match a VAE with the same decoder?
+
+Short screening runs (`screen_run`): one model of `experiments.mnist` with some of its
+settings changed (a *variant*: the adversary's width and depth, adversary steps per
+generator step, the two learning rates and their decay, batch size, length), trained
+to a checkpoint and scored by AIS (`ais.ais_log_likelihood`, the full protocol of 1000
+distributions and 5 chains) on the first rows of the evaluation split.  Every run keeps
+its per-image AIS values, so that two models are compared by a *paired* difference
+over the same images (`paired_difference`): the spread between images, which is much
+larger than the difference between models, cancels.
+
+Each run writes OUT/<variant>_<kind>_<iters>_seed<S>.json (and its checkpoint beside it);
+a run whose JSON exists is skipped, so a study can be split over processes and resumed.
+`study_table` gathers the JSONs into one table and record.
+"""
+import glob
+import json
+import os
+import time
+
+import numpy as np
+
+from .. import models as M
+from ..ais import ais_log_likelihood
+from ..checkpoint import write_json
+from ..train import TrainConfig, train
+from .mnist import mnist_arch, mnist_config
+
+# name -> (kinds it applies to, Arch changes, TrainConfig changes).  'base' is mnist.py's settings.
+VARIANTS = {
+    "base": (M.KINDS, {}, {}),
+    "vae_lr3e-4": (("vae",), {}, {"lr_gen": 3e-4}),
+    "vae_lr2e-3": (("vae",), {}, {"lr_gen": 2e-3}),
+    "lr1e-3": (("avb", "avb_ac"), {}, {"lr_gen": 1e-3, "lr_adv": 1e-3}),
+    "lr1e-3_adv3e-3": (("avb", "avb_ac"), {}, {"lr_gen": 1e-3, "lr_adv": 3e-3}),
+    "lr1e-3_k2": (("avb", "avb_ac"), {}, {"lr_gen": 1e-3, "lr_adv": 1e-3, "adv_steps": 2}),
+    "lr1e-3_wide": (("avb", "avb_ac"), {"adv_hidden": (512, 512, 512), "adv_dim": 512},
+                    {"lr_gen": 1e-3, "lr_adv": 1e-3}),
+    "lr1e-3_b256": (("avb", "avb_ac"), {}, {"lr_gen": 1e-3, "lr_adv": 1e-3, "batch": 256}),
+    "lr1e-3_nodecay": (("avb", "avb_ac"), {}, {"lr_gen": 1e-3, "lr_adv": 1e-3, "decay_from": 1.0}),
+}
+
+
+def variant_settings(variant, kind, latent=8, iters=10000, quick=False):
+    """(Arch, TrainConfig) of one variant of one model, at `iters` iterations (quick: on the
+    small nets of `mnist_arch(quick=True)`, for tests)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    kinds, arch_changes, cfg_changes = VARIANTS[variant]
+    if kind not in kinds:
+        raise ValueError(f"variant {variant!r} applies to {', '.join(kinds)}, not {kind!r}")
+    arch = M.Arch(**dict(mnist_arch(latent, quick).to_dict(), **arch_changes))
+    cfg = TrainConfig(**dict(mnist_config(kind, quick).__dict__, **cfg_changes, iters=int(iters),
+                             checkpoint_every=min(2000, int(iters)), log_every=min(500, int(iters))))
+    return arch, cfg
+
+
+def run_name(variant, kind, iters, seed, latent=8, quick=False):
+    return f"{variant}_{kind}_{iters}{f'_z{latent}' if latent != 8 else ''}_seed{seed}{'_quick' if quick else ''}"
+
+
+def screen_run(variant, kind, x_train, x_eval, out_dir, iters=10000, seed=0, latent=8, ais_steps=1000,
+               ais_chains=5, quiet=True, quick=False):
+    """Train (or resume) one variant and score it by AIS on x_eval; writes and returns its record
+    (skipped, returning the stored record, when its JSON exists)."""
+    name = run_name(variant, kind, iters, seed, latent, quick)
+    path = os.path.join(out_dir, name + ".json")
+    if os.path.exists(path):
+        with open(path) as fh:
+            return json.load(fh)
+    arch, cfg = variant_settings(variant, kind, latent, iters, quick)
+    os.makedirs(out_dir, exist_ok=True)
+    params, info = train(kind, x_train, arch, cfg, seed=seed, checkpoint=os.path.join(out_dir, name + ".npz"),
+                         quiet=quiet, desc=name)
+    t0 = time.perf_counter()
+    a = ais_log_likelihood(params, kind, x_eval, arch, np.random.default_rng(10_000 + seed), n_steps=ais_steps,
+                           n_chains=ais_chains, quiet=quiet, desc=f"AIS {name}")
+    ll = a["log_likelihood"]
+    rec = {"variant": variant, "kind": kind, "seed": seed, "latent": latent, "iters": int(iters), "quick": quick,
+           "arch_changes": {k: list(v) if isinstance(v, tuple) else v for k, v in VARIANTS[variant][1].items()},
+           "config_changes": VARIANTS[variant][2], "config": cfg.__dict__, "n_eval": int(ll.shape[0]),
+           "ais_steps": ais_steps, "ais_chains": ais_chains,
+           "ais_log_likelihood": float(ll.mean()), "ais_log_likelihood_sem": float(ll.std(ddof=1) / np.sqrt(ll.size)),
+           "ais_per_example": [round(float(v), 4) for v in ll],
+           "train_seconds": info["wall_seconds"], "ais_seconds": time.perf_counter() - t0,
+           "final_history": info["history"][-1] if info["history"] else None}
+    write_json(path, rec)
+    return rec
+
+
+def paired_difference(a, b):
+    """(mean, standard error) over images of a - b, two lists of per-image values of the same
+    images (averaged over seeds first, where given as lists of lists)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a, b = (a.mean(0) if a.ndim == 2 else a), (b.mean(0) if b.ndim == 2 else b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired difference needs values of the same images, got {a.shape} and {b.shape}")
+    d = a - b
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size))
+
+
+def study_table(out_dir, reference=("base", "vae")):
+    """Gather OUT/*.json into rows per (variant, kind, iters, latent): the mean over seeds of the
+    AIS log-likelihood, its seeds, and the paired difference to `reference` (variant, kind)
+    at the same length, latent size and seeds (where that run exists)."""
+    runs = []
+    for path in sorted(glob.glob(os.path.join(out_dir, "*.json"))):
+        with open(path) as fh:
+            r = json.load(fh)
+        if isinstance(r, dict) and "variant" in r:
+            runs.append(r)
+    groups = {}
+    for r in runs:
+        key = (r["variant"], r["kind"], r["iters"], r["latent"], r["n_eval"], r.get("quick", False))
+        groups.setdefault(key, []).append(r)
+    rows = []
+    for (variant, kind, iters, latent, n_eval, quick), rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        row = {"variant": variant, "kind": kind, "iters": iters, "latent": latent, "n_eval": n_eval,
+               "seeds": [r["seed"] for r in rs], "changes": {**rs[0]["arch_changes"], **rs[0]["config_changes"]},
+               "ais_log_likelihood": float(np.mean([r["ais_log_likelihood"] for r in rs])),
+               "ais_per_seed": [r["ais_log_likelihood"] for r in rs],
+               "train_seconds_per_iter": float(np.mean([r["train_seconds"] / r["iters"] for r in rs]))}
+        ref = {r["seed"]: r for r in groups.get((*reference, iters, latent, n_eval, quick), [])}
+        seeds = [r["seed"] for r in rs if r["seed"] in ref]
+        if seeds and (variant, kind) != tuple(reference):
+            mine = {r["seed"]: r for r in rs}
+            d, se = paired_difference([mine[s]["ais_per_example"] for s in seeds],
+                                      [ref[s]["ais_per_example"] for s in seeds])
+            row.update(vs_reference=d, vs_reference_se=se, vs_reference_seeds=seeds)
+        rows.append(row)
+    return {"reference": list(reference), "rows": rows}
+
+
+def format_study(table):
+    """The study's rows as a Markdown table."""
+    ref = "/".join(table["reference"])
+    head = (f"| model | variant | changes | iterations | seeds | AIS log p(x) | minus {ref} (paired, +- s.e.) "
+            "| ms / iter |")
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for r in table["rows"]:
+        ch = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "-"
+        d = (f"{r['vs_reference']:+.2f} +- {r['vs_reference_se']:.2f}" if "vs_reference" in r else "-")
+        lines.append(f"| {r['kind']} | {r['variant']} | {ch} | {r['iters']} | {','.join(map(str, r['seeds']))} | "
+                     f"{r['ais_log_likelihood']:.2f} | {d} | {1e3 * r['train_seconds_per_iter']:.0f} |")
+    return "\n".join(lines)

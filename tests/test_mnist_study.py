@@ -1,0 +1,54 @@
+"""The study behind Table 2 (experiments/mnist_study.py): variants, resumable runs, paired differences."""
+import json
+
+import numpy as np
+import pytest
+
+from avb_minimal.experiments import mnist_study as S
+
+
+def test_variants_change_only_what_they_say():
+    arch0, cfg0 = S.variant_settings("base", "avb_ac", iters=100)
+    arch, cfg = S.variant_settings("lr1e-3_wide", "avb_ac", iters=100)
+    assert cfg.lr_gen == cfg.lr_adv == 1e-3 and arch.adv_dim == 512 and arch.adv_hidden == (512, 512, 512)
+    assert arch.z_dim == arch0.z_dim and arch.hidden == arch0.hidden          # the decoder is Table 2's
+    assert cfg.iters == cfg0.iters == 100 and cfg.batch == cfg0.batch
+    with pytest.raises(ValueError, match="applies to vae"):
+        S.variant_settings("vae_lr3e-4", "avb")
+    with pytest.raises(ValueError, match="variant must be one of"):
+        S.variant_settings("fastest", "avb")
+
+
+def test_paired_difference_is_the_mean_and_standard_error_of_per_image_differences():
+    rng = np.random.default_rng(0)
+    b = rng.normal(-100, 10, 400)                      # images differ by far more than the models
+    a = b + 0.5 + rng.normal(0, 0.1, 400)
+    d, se = S.paired_difference(a, b)
+    assert abs(d - 0.5) < 0.02 and se < 0.01           # unpaired, the s.e. would be ~0.7
+    d2, _ = S.paired_difference([a, a + 1], [b, b])    # seeds averaged per image first
+    assert abs(d2 - (d + 0.5)) < 1e-12
+    with pytest.raises(ValueError, match="same images"):
+        S.paired_difference(a[:10], b)
+
+
+def test_screen_runs_resume_and_gather_into_a_table(tmp_path):
+    rng = np.random.default_rng(1)
+    x = (rng.random((64, 784)) < 0.3).astype(np.float32)
+    out = tmp_path / "study"
+    for seed in (0, 1):
+        for v, k in (("base", "vae"), ("lr1e-3", "avb_ac")):
+            S.screen_run(v, k, x, x[:6], str(out), iters=10, seed=seed, ais_steps=3, quick=True)
+    rec_path = out / "lr1e-3_avb_ac_10_seed1_quick.json"
+    rec = json.loads(rec_path.read_text())
+    assert rec["config"]["lr_gen"] == 1e-3 and len(rec["ais_per_example"]) == 6
+    again = S.screen_run("lr1e-3", "avb_ac", x, x[:6], str(out), iters=10, seed=1, ais_steps=3, quick=True)
+    assert again == rec                                # a finished run is read back, not repeated
+    table = S.study_table(str(out))
+    rows = {(r["variant"], r["kind"]): r for r in table["rows"]}
+    assert rows[("base", "vae")]["seeds"] == [0, 1] and "vs_reference" not in rows[("base", "vae")]
+    r = rows[("lr1e-3", "avb_ac")]
+    ref = [json.loads((out / f"base_vae_10_seed{s}_quick.json").read_text())["ais_per_example"] for s in (0, 1)]
+    mine = [json.loads((out / f"lr1e-3_avb_ac_10_seed{s}_quick.json").read_text())["ais_per_example"] for s in (0, 1)]
+    assert r["vs_reference"] == pytest.approx(float(np.mean(np.mean(mine, 0) - np.mean(ref, 0))))
+    text = S.format_study(table)
+    assert "| avb_ac | lr1e-3 | lr_gen=0.001, lr_adv=0.001 | 10 | 0,1 |" in text
