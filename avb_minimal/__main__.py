@@ -163,6 +163,13 @@ def _add_reproduce(sub):
                     help="AIS chains per example (default 5)")
     mn.add_argument("--leapfrog", type=positive_int, default=None,
                     help="leapfrog steps per HMC transition (default 10)")
+    mn.add_argument("--pretrained", metavar="DIR", default=None,
+                    help="evaluate the trained models in DIR (<model>_z<latent>.npz, e.g. results/mnist) "
+                         "instead of training: Table 2 in the time of its evaluation")
+    mn.add_argument("--export-pretrained", metavar="DIR", default=None,
+                    help="after training, write each model's parameters to DIR/<model>_z<latent>.npz")
+    mn.add_argument("--table", metavar="JSON", default=None,
+                    help="only print the table of a results JSON written before (e.g. results/mnist_z8.json)")
     _seed_flags(mn, 1)
     _step_flag(mn)
     mn.add_argument("--quiet", action="store_true", help="no progress output")
@@ -386,11 +393,21 @@ def _eight_schools(args):
 
 def _mnist(args):
     from .experiments.mnist import (
+        export_pretrained,
         format_mnist,
         format_mnist_over_seeds,
+        load_mnist_model,
+        mnist_arch,
         mnist_over_seeds,
+        pretrained_path,
         reproduce_mnist,
     )
+    if args.pretrained and args.export_pretrained:
+        raise ValueError("--export-pretrained writes the models a run trains; with --pretrained it trains none")
+    if args.table:
+        with open(args.table) as fh:
+            print(format_mnist(json.load(fh)))
+        return
     seeds, per_seed = _seeds(args), {}
     for seed in seeds:               # several seeds: each its own checkpoints, figure and JSON
         json_path = args.json
@@ -398,10 +415,21 @@ def _mnist(args):
             json_path = f"{os.path.splitext(args.json)[0]}_seed{seed}.json"
         res = reproduce_mnist(args.data, args.split, args.latent, args.quick, args.out, args.models,
                               args.ais_examples, args.ais_steps, args.ais_chains, args.leapfrog, seed=seed,
-                              quiet=args.quiet, json_path=json_path, device=args.device, step=args.step)
+                              quiet=args.quiet, json_path=json_path, device=args.device, step=args.step,
+                              pretrained=args.pretrained)
         per_seed[seed] = res
         print(format_mnist(res))
         print(f"figure (samples and reconstructions): {res['figure']}")
+        if res.get("figure7"):
+            print(f"Figure 7 (samples of AVB + AC beside training images): {res['figure7']}")
+        if args.export_pretrained:
+            for k in ("vae", "avb", "avb_ac"):
+                if k in args.models:
+                    params, _ = load_mnist_model(k, res[k]["checkpoint"], mnist_arch(args.latent, args.quick))
+                    path = export_pretrained(params, k, mnist_arch(args.latent, args.quick),
+                                             pretrained_path(args.export_pretrained, k, args.latent),
+                                             res[k]["trained_iterations"], seed)
+                    print(f"{k}: parameters for --pretrained written to {path}")
         if json_path:
             print(f"results: {json_path}")
     if len(seeds) > 1:

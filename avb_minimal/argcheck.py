@@ -95,15 +95,21 @@ def check_paths(args):
             raise ValueError(f"{flag} {path!r} is the same file as {seen[real]}: give each output its own file")
         seen[real] = f"{flag} {path!r}"
     args.created_folders = []
+    table_only = reproduce and args.experiment == "mnist" and args.table     # reads one file, writes nothing
     for create in (False, True):
-        if reproduce:
+        if reproduce and not table_only:
             writable_folder(args.out, "--out", create, args.created_folders)
         for path, flag in outputs:
             writable_file(path, flag, create, args.created_folders)
         if create:
             break
-        if reproduce and args.experiment == "mnist":
+        if table_only and not os.path.isfile(args.table):
+            raise ValueError(f"--table {args.table!r}: no such file (a JSON written by reproduce mnist --json)")
+        if reproduce and args.experiment == "mnist" and not table_only:
             data_dir(args.data)
+            if args.pretrained and not os.path.isdir(args.pretrained):
+                raise ValueError(f"--pretrained {args.pretrained!r}: no such folder (it should hold "
+                                 "<model>_z<latent>.npz files, e.g. results/mnist)")
         if args.command == "bench" and args.what == "step":
             modes = [m for m in ("sweep", "profile", "time_to_result") if getattr(args, m)]
             if len(modes) > 1:

@@ -147,6 +147,43 @@ def test_reproduce_mnist_quick_writes_json_figure_and_reuses_checkpoints(tmp_pat
     assert again["vae"]["wall_seconds"]["train"] == pytest.approx(res["vae"]["wall_seconds"]["train"], abs=0.5)
 
 
+def test_pretrained_models_are_exported_evaluated_and_checked(tmp_path, rng, capsys, monkeypatch):
+    """--export-pretrained writes parameters only; --pretrained evaluates them without training,
+    gives the same AIS as the run that trained them, prints paired differences and Figure 7;
+    a file of another latent size or model stops with one line naming it."""
+    data = fake_data(tmp_path / "data", rng)
+    short_training(monkeypatch, 20)
+    ais = ["--ais-examples", "5", "--ais-steps", "3", "--ais-chains", "2", "--leapfrog", "2"]
+    base = ["reproduce", "mnist", "--data", data, "--quick", "--quiet"]
+    js1, pre = tmp_path / "trained.json", tmp_path / "pre"
+    assert main(base + ["--out", str(tmp_path / "run"), "--json", str(js1), "--export-pretrained", str(pre)] + ais) == 0
+    out = capsys.readouterr().out
+    assert "Figure 7" in out and "avb_ac - vae, paired over the same 5 images" in out
+    for kind in M.KINDS:
+        assert (pre / f"{kind}_z8.npz").exists() and "opt" not in " ".join(np.load(pre / f"{kind}_z8.npz").files)
+    js2 = tmp_path / "pretrained.json"
+    assert main(base + ["--out", str(tmp_path / "eval"), "--json", str(js2), "--pretrained", str(pre)] + ais) == 0
+    r1, r2 = json.loads(js1.read_text()), json.loads(js2.read_text())
+    for kind in M.KINDS:                               # same parameters, same AIS draws: same numbers
+        assert r2[kind]["ais_per_example"] == r1[kind]["ais_per_example"]
+        assert r2[kind]["trained_iterations"] == 20 and r2[kind]["wall_seconds"]["train"] == 0
+    assert not (tmp_path / "eval" / "vae_z8_quick.npz").exists()            # nothing was trained
+    with open(r1["figure7"], "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["reproduce", "mnist", "--table", str(js2)]) == 0          # the table from the JSON alone
+    assert "avb - vae, paired" in capsys.readouterr().out
+    os.rename(pre / "avb_z8.npz", pre / "avb_ac_z8.npz.tmp")
+    os.replace(pre / "vae_z8.npz", pre / "avb_z8.npz")                     # a VAE where AVB is expected
+    assert main(base + ["--out", str(tmp_path / "eval"), "--pretrained", str(pre), "--models", "avb"] + ais) == 2
+    err = capsys.readouterr().err
+    assert "avb_z8.npz: holds a 'vae' model, not 'avb'" in err and "Traceback" not in err
+    params, _ = MN.load_pretrained(str(pre / "avb_ac_z8.npz"), "avb_ac", MN.mnist_arch(8, quick=True))
+    MN.export_pretrained(params, "avb_ac", MN.mnist_arch(8, quick=True), str(pre / "x.npz"), 20)
+    with pytest.raises(ValueError, match=r"x.npz: a model of another latent size: z_dim 8 \(this run needs 32\)"):
+        MN.load_pretrained(str(pre / "x.npz"), "avb_ac", MN.mnist_arch(32, quick=True))
+
+
 def test_an_evaluation_split_over_runs_reuses_what_is_done(tmp_path, rng, capsys, monkeypatch):
     data = fake_data(tmp_path / "data", rng)
     short_training(monkeypatch, 20)

@@ -33,12 +33,12 @@ from .. import models as M
 from ..ais import ais_log_likelihood
 from ..backend import check_fits, device_module, tree_to_device, tree_to_host
 from ..bavae import adversary_D, game_diagnostics, load_bavae, reconstruction_of
-from ..checkpoint import read_meta, write_json
+from ..checkpoint import load_checkpoint, read_meta, save_checkpoint, write_json
 from ..data import data_dir, dataset_file, load_binary
 from ..distributions import kl_diag_normal_std, log_std_normal
 from ..ops import bernoulli_loglik
 from ..train import TrainConfig, load_params, train
-from .plots import bavae_training_figure, mnist_figure
+from .plots import bavae_training_figure, figure7, mnist_figure
 
 X_DIM = 784
 BAVAE_KINDS = ("bavae", "bavae_exact")
@@ -216,7 +216,7 @@ def evaluate_mnist(params, kind, x, arch, rng, ais_steps=1000, ais_chains=5, lea
 # ------------------------------------------------------------------ the experiment
 def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="runs/mnist",
                     kinds=M.KINDS, ais_examples=None, ais_steps=None, ais_chains=None, leapfrog=None,
-                    seed=0, quiet=False, json_path=None, figure=True, device="cpu", step="auto"):
+                    seed=0, quiet=False, json_path=None, figure=True, device="cpu", step="auto", pretrained=None):
     """Table 2 on binarized MNIST: train (or resume) each model of `kinds` (MNIST_KINDS) on
     DATA/train.npz and evaluate it on the first `ais_examples` rows of DATA/<split>.npz (.amat
     also accepted; see data.dataset_file).  Returns the JSON-able results; writes them to
@@ -241,9 +241,15 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
     x_eval = load_binary(eval_file, np.random.default_rng([seed, 1]))[:ev["ais_examples"]]
     x_train = load_binary(train_file, np.random.default_rng([seed, 0]))
     arch, cfgs = mnist_arch(latent, quick), {k: mnist_config(k, quick, step) for k in kinds}
+    given = {}
+    for kind in kinds if pretrained else ():   # every file checked before any evaluation
+        if kind in BAVAE_KINDS:
+            raise ValueError(f"--pretrained holds VAE, AVB and AVB + AC models only, not {kind!r}")
+        given[kind] = load_pretrained(pretrained_path(pretrained, kind, latent), kind, arch)
+        cfgs[kind] = TrainConfig(**dict(cfgs[kind].__dict__, iters=given[kind][1]["trained_iterations"]))
     res = {"settings": {"data": os.path.abspath(folder), "train_file": train_file, "eval_file": eval_file,
                         "split": split, "latent": latent, "quick": quick, "seed": seed, "device": device,
-                        "step": step,
+                        "step": step, **({"pretrained": os.path.abspath(pretrained)} if pretrained else {}),
                         "n_train": int(x_train.shape[0]), "n_eval": int(x_eval.shape[0]),
                         "arch": arch.to_dict(), "iterations": {k: cfgs[k].iters for k in kinds}, **ev},
            "paper_table2_8d": PAPER_TABLE2_8D}
@@ -258,9 +264,14 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
             if figure and os.path.exists(done[k].get("checkpoint") or ""):
                 models[k], histories[k] = load_mnist_model(k, done[k]["checkpoint"], arch)
     done = {k: r for k, r in done.items()   # reuse an evaluation only of the checkpoint used now
-            if r.get("checkpoint") == checkpoint_path(out_dir, k, latent, quick, seed)}
+            if r.get("checkpoint") == (pretrained_path(pretrained, k, latent) if k in given
+                                       else checkpoint_path(out_dir, k, latent, quick, seed))}
     for kind in kinds:
-        params, info = train_mnist(kind, x_train, out_dir, latent, quick, seed, quiet, device, step)
+        if kind in given:                  # a pretrained model: nothing to train
+            params = given[kind][0]
+            info = {"history": [], "wall_seconds": 0.0}
+        else:
+            params, info = train_mnist(kind, x_train, out_dir, latent, quick, seed, quiet, device, step)
         params = tree_to_host(params)      # evaluation and figures on the host (AIS moves it back)
         models[kind], histories[kind] = params, info["history"]
         if kind in done:                   # evaluated before with these settings: reuse
@@ -275,7 +286,8 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
                            ev["ais_steps"], ev["ais_chains"], ev["leapfrog"], ev["elbo_samples"], quiet, device)
         secs = r.pop("_seconds")
         r["wall_seconds"] = {"train": info["wall_seconds"], **secs}
-        r["checkpoint"] = checkpoint_path(out_dir, kind, latent, quick, seed)
+        r["checkpoint"] = (pretrained_path(pretrained, kind, latent) if kind in given
+                           else checkpoint_path(out_dir, kind, latent, quick, seed))
         r["trained_iterations"] = cfgs[kind].iters
         res[kind] = r
         if json_path:                      # partial results survive an interrupted evaluation
@@ -290,6 +302,10 @@ def reproduce_mnist(data=None, split="valid", latent=8, quick=False, out_dir="ru
         res["figure_bavae_training"] = bavae_training_figure(
             {k: histories[k] for k in order if k in BAVAE_KINDS},
             os.path.join(out_dir, f"bavae_training{run_suffix(latent, quick, seed)}.png"))
+    if figure and "avb_ac" in models:       # Figure 7: samples of AVB + AC beside training images
+        res["figure7"] = figure7(models["avb_ac"], x_train, arch,
+                                 os.path.join(out_dir, f"figure7{run_suffix(latent, quick, seed)}.png"), seed=seed,
+                                 title=f"AVB + AC ({latent}-d latent, MLP decoder)")
     if figure:
         res["figure"] = mnist_figure({k: models[k] for k in order}, x_eval, arch,
                                      os.path.join(out_dir, f"mnist{run_suffix(latent, quick, seed)}.png"),
@@ -341,7 +357,54 @@ def load_mnist_model(kind, path, arch):
     return params, read_meta(path)["history"]
 
 
+PRETRAINED = "avb-minimal pretrained Table 2 model"
+
+
+def pretrained_path(folder, kind, latent=8):
+    """FOLDER/<kind>_z<latent>.npz: a trained model's parameters without optimiser state."""
+    return os.path.join(folder, f"{kind}_z{latent}.npz")
+
+
+def export_pretrained(params, kind, arch, path, trained_iterations, seed=0):
+    """Write a trained model's parameters (float32, no optimiser state: a few MB) for others
+    to evaluate without training (`load_pretrained`, `reproduce mnist --pretrained`)."""
+    save_checkpoint(path, {"params": tree_to_host(params)},
+                    {"format": PRETRAINED, "kind": kind, "arch": arch.to_dict(),
+                     "trained_iterations": int(trained_iterations), "seed": int(seed)})
+    return path
+
+
+def load_pretrained(path, kind, arch):
+    """The parameters in a file of `export_pretrained`, checked to be a `kind` model of `arch`:
+    anything else stops with one line naming the file and the mismatch.  -> (params, meta)."""
+    meta = read_meta(path)
+    if meta.get("format") != PRETRAINED:
+        raise ValueError(f"{path}: not a pretrained Table 2 model (written by export_pretrained)")
+    if meta.get("kind") != kind:
+        raise ValueError(f"{path}: holds a {meta.get('kind')!r} model, not {kind!r}")
+    theirs, ours = meta.get("arch", {}), arch.to_dict()
+    diff = [f"{k} {theirs.get(k)!r} (this run needs {v!r})" for k, v in ours.items() if theirs.get(k) != v]
+    if diff:
+        what = "latent size" if theirs.get("z_dim") != ours["z_dim"] else "architecture"
+        raise ValueError(f"{path}: a model of another {what}: {'; '.join(diff)}")
+    template = M.init_params(np.random.default_rng(0), kind, arch)
+    trees, _ = load_checkpoint(path, {"params": template})
+    return trees["params"], meta
+
+
 PAPER_TABLE2_8D = {"vae": -90.9, "avb": -91.2, "avb_ac": -89.6}   # conv nets, AIS (paper, Table 2)
+
+
+def paired_difference(a, b):
+    """(mean, standard error) over images of a - b: two models' per-image AIS values on the
+    same images (the spread between images, far larger than between models, cancels).
+    Lists of lists (one per seed) are averaged over seeds per image first."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a, b = (a.mean(0) if a.ndim == 2 else a), (b.mean(0) if b.ndim == 2 else b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired difference needs values of the same images, got {a.shape} and {b.shape}")
+    d = a - b
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size))
 
 
 def mnist_over_seeds(per_seed):
@@ -393,6 +456,11 @@ def format_mnist(res):
                      f"{elbo_t} {r['reconstruction']:8.2f} {r['pixel_error']:7.4f} {r['ais_ess_mean']:5.2f} "
                      f"{r['wall_seconds']['train']:8.0f} {r['wall_seconds']['ais']:7.0f}  "
                      f"{PAPER_TABLE2_8D.get(k, '') if s['latent'] == 8 else ''}")
+    for k in MNIST_KINDS:                   # the comparison that matters: over the same images
+        if k != "vae" and "ais_per_example" in res.get(k, {}) and "ais_per_example" in res.get("vae", {}):
+            d, se = paired_difference(res[k]["ais_per_example"], res["vae"]["ais_per_example"])
+            lines.append(f"{k} - vae, paired over the same {len(res[k]['ais_per_example'])} images: "
+                         f"{d:+.2f} +- {se:.2f} nats (s.e.; {abs(d) / se:.1f} s.e. from zero)")
     lines.append("* ELBO from T: the adversary's estimate (BAVAE: its encoder adversary's D), not a bound: "
                  "an implicit q(z|x) has no tractable ELBO.")
     if any(k in res for k in BAVAE_KINDS):

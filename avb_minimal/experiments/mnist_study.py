@@ -24,7 +24,7 @@ from .. import models as M
 from ..ais import ais_log_likelihood
 from ..checkpoint import write_json
 from ..train import TrainConfig, train
-from .mnist import mnist_arch, mnist_config
+from .mnist import mnist_arch, mnist_config, paired_difference
 
 # name -> (kinds it applies to, Arch changes, TrainConfig changes).  'base' is mnist.py's settings.
 VARIANTS = {
@@ -86,17 +86,6 @@ def screen_run(variant, kind, x_train, x_eval, out_dir, iters=10000, seed=0, lat
            "final_history": info["history"][-1] if info["history"] else None}
     write_json(path, rec)
     return rec
-
-
-def paired_difference(a, b):
-    """(mean, standard error) over images of a - b, two lists of per-image values of the same
-    images (averaged over seeds first, where given as lists of lists)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    a, b = (a.mean(0) if a.ndim == 2 else a), (b.mean(0) if b.ndim == 2 else b)
-    if a.shape != b.shape:
-        raise ValueError(f"paired difference needs values of the same images, got {a.shape} and {b.shape}")
-    d = a - b
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size))
 
 
 def study_table(out_dir, reference=("base", "vae")):

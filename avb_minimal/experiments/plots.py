@@ -167,6 +167,27 @@ def mnist_figure(models, x, arch, path, n_samples=36, n_recon=12, seed=0, stats=
     return path
 
 
+def figure7(params, x_train, arch, path, n=100, seed=0, title=""):
+    """Figure 7 of the paper: independent samples of a trained model (left: the decoder's
+    mean image sigmoid(logits(z)) for z ~ p(z), one per cell) beside n training images
+    (right), on the same grid so that the two can be compared at a glance."""
+    side, k = int(round(np.sqrt(arch.x_dim))), int(np.ceil(np.sqrt(n)))
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, arch.z_dim)).astype(np.float32)                       # z ~ p(z)
+    samples = expit(np.asarray(M.decoder_logits(params["dec"], z, arch.act)))
+    data = np.asarray(x_train, np.float32)[rng.choice(len(x_train), n, replace=False)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    for ax, imgs, name in ((axes[0], samples, f"samples of {title}" if title else "samples"),
+                           (axes[1], data, "training images")):
+        ax.imshow(_mosaic(imgs, k, k, side), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Figure 7 (AVB, Mescheder et al. 2017): independent samples z ~ p(z), mean images", fontsize=10)
+    _save(fig, path)
+    return path
+
+
 def bench_sweep_figure(sweeps, path, targets=((512, 0.75), (64, 0.5)), key="fraction_of_peak"):
     """`bench step --sweep`: fraction_of_peak per (batch, width) cell as grouped bars, one
     colour per sweep.  sweeps: {label: {'cells': [bench_step results]}}; dotted lines mark
