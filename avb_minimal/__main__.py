@@ -202,6 +202,9 @@ def _add_study(rsub):
     st.add_argument("--out", metavar="DIR", default="runs/study", help="runs and records (default runs/study)")
     st.add_argument("--json", metavar="PATH", help="write the gathered table here (e.g. results/mnist_study.json)")
     st.add_argument("--table", action="store_true", help="only gather OUT's records and print the table")
+    st.add_argument("--bench-steps", action="store_true",
+                    help="instead: time 200 training iterations of AVB and AVB + AC on the readable and the "
+                         "fast step (one BLAS thread) and stop")
     st.add_argument("--quiet", action="store_true", help="no progress output")
     st.set_defaults(func=_mnist_study)
 
@@ -449,6 +452,17 @@ def _mnist_study(args):
         for name, (kinds, arch_ch, cfg_ch) in S.VARIANTS.items():
             ch = ", ".join(f"{k}={v}" for k, v in {**arch_ch, **cfg_ch}.items()) or "Table 2's settings"
             print(f"{name:18s} {'/'.join(kinds):16s} {ch}")
+        return
+    if args.bench_steps:
+        folder = data_dir(args.data)
+        x_train = load_binary(dataset_file(folder, "train"), np.random.default_rng([0, 0]))
+        res = S.bench_steps(x_train, latent=args.latent)
+        for kind, r in res.items():
+            print(f"{kind:7s} " + "   ".join(f"{step} step {v['wall_ms']:.1f} ms wall, {v['cpu_ms']:.1f} ms CPU"
+                                             for step, v in r.items())
+                  + f"   (fast: {r['readable']['cpu_ms'] / r['fast']['cpu_ms']:.2f}x less CPU)")
+        if args.json:
+            write_json(args.json, res)
         return
     if not args.table:
         variants = S.VARIANTS if args.variants is None else _kinds_list(args.variants, list(S.VARIANTS))

@@ -33,7 +33,8 @@ def load_mnist(folder=None):
     return load_binary(dataset_file(folder, "train")), load_binary(dataset_file(folder, "valid")), folder
 
 
-def chapter_args(description, quick_help, full_help, default_out, argv=None, data=False, device=False):
+def chapter_args(description, quick_help, full_help, default_out, argv=None, data=False, device=False,
+                 pretrained=False):
     """Parse a chapter's arguments.  --quick and --full exclude each other, and --out
     must be a writable folder (checked before any work starts, so a long run never
     fails at the end for want of a place to put its figure).  data=True: the chapter
@@ -55,7 +56,13 @@ def chapter_args(description, quick_help, full_help, default_out, argv=None, dat
                        help="where the library's training runs: cpu (NumPy, the default) or gpu (CuPy and the "
                             "CUDA kernels; needs cupy-cuda13x or cupy-cuda12x and an NVIDIA GPU); the chapter's "
                             "checks and figures run on the CPU")
+    if pretrained:
+        p.add_argument("--pretrained", metavar="DIR", default=None,
+                       help="evaluate the trained Table 2 models in DIR (e.g. results/mnist) instead of training "
+                            "(with --full: the full AIS protocol)")
     args = p.parse_args(argv)
+    if pretrained and args.pretrained and not os.path.isdir(args.pretrained):
+        p.error(f"--pretrained {args.pretrained!r}: no such folder (it should hold <model>_z8.npz files)")
     if args.quick and args.full:
         p.error("--quick and --full exclude each other")
     try:

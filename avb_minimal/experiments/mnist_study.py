@@ -55,6 +55,25 @@ def variant_settings(variant, kind, latent=8, iters=10000, quick=False):
     return arch, cfg
 
 
+def bench_steps(x_train, kinds=("avb", "avb_ac"), iters=200, latent=8):
+    """Time per training iteration of Table 2's models on the readable (autograd) and the fast
+    (hand-written) step, over `iters` iterations after 10 of warm-up: wall and CPU
+    milliseconds (the CPU time is the robust one on a busy machine).
+    -> {kind: {step: {'wall_ms': , 'cpu_ms': }}}."""
+    out = {}
+    for kind in kinds:
+        out[kind] = {}
+        for step in ("readable", "fast"):
+            cfg = TrainConfig(**dict(mnist_config(kind).__dict__, iters=iters + 10, step=step,
+                                     log_every=10, checkpoint_every=iters + 10))
+            marks = []                             # (wall, cpu) at iteration 10 and at the end
+            train(kind, x_train, mnist_arch(latent), cfg, eval_every=10,
+                  eval_fn=lambda p: marks.append((time.perf_counter(), time.process_time())) or {})
+            (w0, c0), (w1, c1) = marks[0], marks[-1]
+            out[kind][step] = {"wall_ms": 1e3 * (w1 - w0) / iters, "cpu_ms": 1e3 * (c1 - c0) / iters}
+    return out
+
+
 def run_name(variant, kind, iters, seed, latent=8, quick=False):
     return f"{variant}_{kind}_{iters}{f'_z{latent}' if latent != 8 else ''}_seed{seed}{'_quick' if quick else ''}"
 
