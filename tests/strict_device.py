@@ -313,7 +313,8 @@ class _Module(types.ModuleType):
         self.cuda = types.SimpleNamespace(
             runtime=types.SimpleNamespace(getDeviceCount=lambda: 1,
                                           getDeviceProperties=lambda i: {"name": b"strict stand-in (CPU)",
-                                                                         "totalGlobalMem": 2 ** 34}),
+                                                                         "totalGlobalMem": 2 ** 34},
+                                          memGetInfo=lambda: (2 ** 34, 2 ** 34)),
             Device=lambda i=0: types.SimpleNamespace(id=0, synchronize=lambda: None),
             get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: None))
 

@@ -110,3 +110,13 @@ def test_a_non_finite_step_changes_nothing():
     assert not np.isfinite(aux["gen_objective"]) and states["gen"]["t"] == states["adv"]["t"] == 0
     for k in ("enc", "dec", "adv"):
         _same(new[k], before[k], tol=0)
+
+
+def test_bench_graph_on_the_stand_in_says_no_gpu_figure_and_refuses_what_does_not_fit():
+    from avb_minimal.fast import bench_step as BS
+    with strict_device.activate("reference"):
+        r = BS.bench_graph("gpu", steps=2)
+        assert not r["gpu"] and [c["mode"] for c in r["cells"]] == ["plain"]
+        assert BS.format_graph(r).startswith("no GPU figure")
+        with pytest.raises(ValueError, match=r"would need about .* GiB of memory; this GPU has 16.0 GiB"):
+            BS.bench_graph("gpu", sizes=((16384, 65536),), steps=1)
