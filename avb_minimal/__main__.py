@@ -521,6 +521,9 @@ def _bench_step(args):
             sweeps[f"{r['step']}, {r['threads']} thread(s)"] = r
             key = "fraction_of_peak_cpu" if args.plot_cpu else "fraction_of_peak"
             print("figure:", BS.sweep_figure(sweeps, args.plot, key))
+    elif args.device == "gpu":
+        r = BS.bench_graph(args.device, steps=min(args.steps, 20))
+        print(BS.format_graph(r))
     else:
         r = BS.bench_step(batch=args.batch, width=args.width, steps=args.steps,
                           negatives=args.negatives, step=args.step, device=args.device)

@@ -29,7 +29,7 @@ from autograd.numpy.numpy_vspaces import ArrayVSpace
 from autograd.tracer import getval
 
 DEVICES = ("cpu", "gpu")
-KERNEL_FILES = ("inner_product.cu", "bernoulli.cu")
+KERNEL_FILES = ("inner_product.cu", "bernoulli.cu", "gemm.cu", "philox.cu", "adam.cu")
 INSTALL = ("pip install 'avb-minimal[cuda13]' (CUDA 13 drivers) or 'avb-minimal[cuda12]' (CUDA 12): "
            "cupy-cuda13x / cupy-cuda12x")
 _state = {"cupy": None}   # the device module once found: cupy, or a stand-in (`use_device_module`)

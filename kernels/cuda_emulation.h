@@ -88,6 +88,12 @@ int launch(void (*kernel)(A...), dim3 grid, dim3 block, void** args) {
 }
 }  // namespace emu
 
+// CUDA's sin(pi x) and cos(pi x) (no argument reduction of a large angle), which glibc lacks.
+inline float sinpif(float x) { return static_cast<float>(std::sin(M_PI * static_cast<double>(x))); }
+inline float cospif(float x) { return static_cast<float>(std::cos(M_PI * static_cast<double>(x))); }
+inline double sinpi(double x) { return std::sin(M_PI * x); }
+inline double cospi(double x) { return std::cos(M_PI * x); }
+
 inline void __syncthreads() { emu::block_barrier->arrive_and_wait(); }
 // CUDA's __trap() aborts the kernel; here it marks the launch as failed (returns 2) and the
 // thread goes on, so that every thread still reaches the block's barriers.

@@ -37,6 +37,7 @@ import numpy as np
 from autograd import make_vjp
 
 from avb_minimal import backend, ops
+from avb_minimal.fast import device_ops
 
 IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. "
             "Please use `.get()` to construct a NumPy array explicitly.")
@@ -312,7 +313,8 @@ class _Module(types.ModuleType):
         self.cuda = types.SimpleNamespace(
             runtime=types.SimpleNamespace(getDeviceCount=lambda: 1,
                                           getDeviceProperties=lambda i: {"name": b"strict stand-in (CPU)",
-                                                                         "totalGlobalMem": 2 ** 34}),
+                                                                         "totalGlobalMem": 2 ** 34},
+                                          memGetInfo=lambda: (2 ** 34, 2 ** 34)),
             Device=lambda i=0: types.SimpleNamespace(id=0, synchronize=lambda: None),
             get_current_stream=lambda: types.SimpleNamespace(synchronize=lambda: None))
 
@@ -345,7 +347,7 @@ class _RawModule:
         self.module, self.code = module, code
 
     def get_function(self, name):
-        stem = "inner_product" if name.startswith("ip_") else "bernoulli"
+        stem = next(s for p, s in KERNEL_STEMS if name.startswith(p))
         if self.module.kernels == "emulated":
             fn = emulated_module(stem).get_function(name)
         else:
@@ -435,7 +437,29 @@ def _bern_loglik_vjp(grid, block, a):
         dl[:] = _vjp(ops.bernoulli_loglik, (x, l), 1, g)
 
 
-REFERENCE = {"ip_rows": _ip_rows, "ip_rows_vjp": _ip_rows_vjp, "ip_rows_logistic": _ip_rows_logistic,
+def _gemm(ta, tb):
+    def ref(grid, block, a):
+        A, Bm, C, bias, E = a[:5]
+        epi = {int(v): k for k, v in device_ops.EPILOGUES.items()}[int(a[-1])]
+        device_ops.gemm(A, Bm, C, ta=ta, tb=tb, epilogue=epi, bias=bias, E=E)
+    return ref
+
+
+def _philox_normal(grid, block, a):
+    out, state = a[:2]
+    device_ops.philox_normal(out, state)
+
+
+def _adam(grid, block, a):
+    device_ops.adam_(*a[:6])
+
+
+# kernel name prefix -> the .cu file that holds it
+KERNEL_STEMS = (("ip_", "inner_product"), ("bern_", "bernoulli"), ("gemm_", "gemm"), ("philox_", "philox"),
+                ("adam", "adam"))
+REFERENCE = {"gemm_nn": _gemm(False, False), "gemm_nt": _gemm(False, True), "gemm_tn": _gemm(True, False),
+             "philox_normal": _philox_normal, "adam": _adam,
+             "ip_rows": _ip_rows, "ip_rows_vjp": _ip_rows_vjp, "ip_rows_logistic": _ip_rows_logistic,
              "ip_pairs": _ip_pairs, "ip_pairs_vjp_F": _ip_pairs_vjp_F, "ip_pairs_vjp_G": _ip_pairs_vjp_G,
              "bern_loglik": _bern_loglik, "bern_loglik_vjp": _bern_loglik_vjp}
 
@@ -448,7 +472,9 @@ def _c_arg(a):
     if a is None:
         return ctypes.c_void_p(None)
     if isinstance(a, np.ndarray):
-        assert a.flags.c_contiguous, "kernels take C-contiguous arrays"
+        # C-contiguous, or (gemm's operands) views whose last axis is contiguous, the kernel
+        # reading them through the row strides it is given
+        assert a.flags.c_contiguous or a.strides[-1] == a.itemsize, "kernels take arrays with a contiguous last axis"
         return ctypes.c_void_p(a.ctypes.data)
     if isinstance(a, np.int32):
         return ctypes.c_int32(int(a))
@@ -497,8 +523,10 @@ def compile_emulated(out_dir=None):
     for source in backend.KERNEL_FILES:
         stem = source[:-3]
         with open(os.path.join(backend.kernels_dir(), source), encoding="utf-8") as fh:
-            names = re.findall(r"__global__ void (\w+)##SFX", fh.read())
+            text = fh.read()
+        names = re.findall(r"__global__ void (\w+)##SFX", text)
         exports = "".join(f"EMU_EXPORT({n}{sfx})\n" for n in names for sfx in ("f32", "f64"))
+        exports += "".join(f"EMU_EXPORT({n})\n" for n in re.findall(r"__global__ void (\w+)\(", text))
         cpp = os.path.join(out, f"{stem}.cpp")
         with open(cpp, "w", encoding="utf-8") as fh:
             fh.write(f'#include "cuda_emulation.h"\n#include "{source}"\n{exports}')

@@ -9,6 +9,11 @@
 - `bench_step`: median time per step, with the sgemm rate measured in the same
   process *between* the steps, so that load from other jobs affects both alike.
 - `bench_sweep`: batch x width grid; `profile_step`: where the time goes.
+- `bench_graph`: the captured step (`fast.graph`) on the GPU at the issue's three sizes, as a
+  fraction of the device's measured matmul rate (cuBLAS) and of the GEMM kernel's own rate.
+
+Longer than 400 lines because every benchmark of one training step (host, device, captured,
+sweep, profile, time to result) shares the setup and FLOP rules kept here.
 """
 import cProfile
 import io
@@ -28,6 +33,8 @@ from ..nn import elu, elu_, elu_grad_
 from ..optim import Adam, adam_init, adam_step, adam_update_, flatten_to_vector
 from ..train import TrainConfig, init_states, make_step, train, use_fast_step
 from ..trees import tree_flatten
+from .device_ops import gemm
+from .graph import GraphAVBStep
 
 SWEEP_BATCHES = (64, 512, 4096)
 SWEEP_WIDTHS = (128, 512, 1024)
@@ -185,6 +192,65 @@ def bench_step(batch=512, width=512, steps=30, warmup=5, negatives="pairs", seed
             "work_fraction_of_peak": None if work is None else work / 1e9 / med["wall"] / peak,
             "layer_sizes": P, "steps": steps, "negatives": negatives,
             "threads": _threads(), "load_average_1min": _load()}
+
+
+GRAPH_SIZES = ((512, 512), (4096, 1024), (16384, 1024))
+
+
+def _timed(fn, xp, reps):
+    """Median wall time of fn() over reps calls, each between device synchronisations."""
+    times = []
+    for _ in range(reps):
+        _sync(xp)
+        t = time.perf_counter()
+        fn()
+        _sync(xp)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def bench_graph(device="gpu", sizes=GRAPH_SIZES, steps=20):
+    """The captured step (`fast.graph.GraphAVBStep`, pairs negatives) at each (batch, width):
+    ms per step, and the FLOPs of the products it runs per second as a fraction of the
+    device's float32 matmul rate (cupy's matmul, 4096^3) and of the GEMM kernel's own rate
+    at the same size.  Without a GPU (NumPy, or the strict stand-in) it runs one small cell
+    (unless given sizes), as a check that the path works, and reports no GPU figure.  A size
+    that does not fit the device's memory is refused before anything is allocated."""
+    xp = device_module(device)
+    gpu = getattr(xp, "__name__", "") == "cupy"
+    n = 4096 if gpu else 256
+    a, b, c = _sgemm_operands(n, np.random.default_rng(1), xp)
+    rates = {"matmul": 2 * n ** 3 / _timed(lambda: np.dot(a, b, out=c), xp, 10) / 1e9,
+             "gemm_kernel": 2 * n ** 3 / _timed(lambda: gemm(a, b, c), xp, 10) / 1e9}
+    cells = []
+    for batch, width in (sizes if gpu or sizes is not GRAPH_SIZES else [(64, 128)]):
+        arch, params, states, _, batches = _setup(batch, width, "pairs", 0, "fast", xp)
+        step = GraphAVBStep("avb", arch, TrainConfig(batch=batch, negatives="pairs", step="fast"))
+        box = [params, states, 0]
+
+        def one(box=box, step=step, batches=batches):
+            box[2] += 1
+            box[0], box[1], _ = step(box[0], box[1], *batches[box[2] % 4], 1.0)
+        for _ in range(3):                                   # the first call captures
+            one()
+        sec = _timed(one, xp, steps)
+        gflops = work_flops(arch, batch, "fast") / sec / 1e9
+        cells.append({"batch": batch, "width": width, "ms_per_step": sec * 1e3, "mode": step.mode,
+                      "fraction_of_matmul": gflops / rates["matmul"],
+                      "fraction_of_gemm_kernel": gflops / rates["gemm_kernel"]})
+    return {"gpu": gpu, "device": device, "rates_gflops": rates, "matmul_n": n, "cells": cells}
+
+
+def format_graph(r):
+    lines = [] if r["gpu"] else [("no GPU figure: no GPU here (the captured step ran as a check that it "
+                                  "works; its times are CPU times)")]
+    lines.append(f"{'GPU' if r['gpu'] else 'CPU'} float32 {r['matmul_n']}^3: matmul "
+                 f"{r['rates_gflops']['matmul']:.0f} GFLOP/s, GEMM kernel {r['rates_gflops']['gemm_kernel']:.0f} GFLOP/s")
+    for c in r["cells"]:
+        lines.append(f"captured AVB step ({c['mode']}), batch {c['batch']}, width {c['width']}: "
+                     f"{c['ms_per_step']:.3f} ms/step; {c['fraction_of_matmul']:.3f} of the matmul rate, "
+                     f"{c['fraction_of_gemm_kernel']:.3f} of the GEMM kernel's")
+    return "\n".join(lines)
 
 
 def sweep_steps(batch, width, budget_s=4.0):
