@@ -120,3 +120,9 @@ def test_bench_graph_on_the_stand_in_says_no_gpu_figure_and_refuses_what_does_no
         assert BS.format_graph(r).startswith("no GPU figure")
         with pytest.raises(ValueError, match=r"would need about .* GiB of memory; this GPU has 16.0 GiB"):
             BS.bench_graph("gpu", sizes=((16384, 65536),), steps=1)
+
+
+def test_the_captured_step_refuses_the_unary_adversary():
+    arch = M.Arch(x_dim=5, z_dim=3, eps_dim=4, hidden=(7,), adv_hidden=(6,), adv_dim=4, adv_unary=True)
+    with pytest.raises(ValueError, match="adv_unary"):
+        GraphAVBStep("avb", arch, T.TrainConfig())

@@ -93,6 +93,9 @@ class GraphAVBStep(FastAVBStep):
     capture=False runs plain launches everywhere (for comparisons)."""
 
     def __init__(self, kind, arch, cfg, capture=True):
+        if arch.adv_unary:
+            raise ValueError("the captured step does not implement sec. 5.2's r(x) + s(z) (adv_unary); "
+                             "use the fast step")
         super().__init__(kind, arch, cfg)
         self.capture, self.graph, self.mode = capture, None, None     # mode: 'graph' | 'plain'
         self.buf = None
