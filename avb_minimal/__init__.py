@@ -7,7 +7,8 @@ experiments, the speed work and the course tooling have rooms of their own.
 
   __main__, chapter, argcheck   the command line; helpers for the chapters' command lines
   course/    tasks, build, grade, plugin: the assignments (task list, student tree, grader)
-  fast/      selfcheck, bench_step, bench_ops: the device check; what a step and the hot ops cost
+  fast/      selfcheck, bench_step, bench_ais, bench_ops: the device check; what a step,
+             an AIS estimate and the hot ops cost
   experiments/   table1, eight_schools, mnist, plots: the paper's experiments and figures
   bavae      the Biadversarial VAE (Fickinger): two adversaries, eq. (6), (14), (19)
   vi         black-box VI for an unnormalised density: AVB (sec. 5.1) and Gaussian VB
