@@ -7,7 +7,8 @@ experiments, the speed work and the course tooling have rooms of their own.
 
   __main__, chapter, argcheck   the command line; helpers for the chapters' command lines
   course/    tasks, build, grade, plugin: the assignments (task list, student tree, grader)
-  fast/      selfcheck, bench_step, bench_ops: the device check; what a step and the hot ops cost;
+  fast/      selfcheck, bench_step, bench_ais, bench_ops: the device check; what a step,
+             an AIS estimate and the hot ops cost;
              graph: the fast step captured once as a CUDA graph, replayed per iteration;
              device_ops: its kernels (tiled GEMM with fused epilogues, Philox noise, fused Adam)
   experiments/   table1, eight_schools, mnist_study, mnist, plots: the paper's experiments and figures

@@ -14,8 +14,11 @@ import sys
 if "numpy" not in sys.modules and len(sys.argv) > 1 and sys.argv[1] in ("reproduce", "train"):
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-# `bench step --threads N`: the BLAS thread count is fixed when numpy loads, so it is set here.
-if "numpy" not in sys.modules and sys.argv[1:3] == ["bench", "step"]:
+# `bench step|ais --threads N`: the BLAS thread count is fixed when numpy loads, so it is set
+# here (bench ais: one thread unless --threads says otherwise).
+if "numpy" not in sys.modules and sys.argv[1:3] in (["bench", "step"], ["bench", "ais"]):
+    if sys.argv[2] == "ais":
+        os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = "1"
     for i, a in enumerate(sys.argv):
         if a.startswith("--threads"):
             n = a.partition("=")[2] or (sys.argv[i + 1] if i + 1 < len(sys.argv) else "")
@@ -210,11 +213,11 @@ def _add_study(rsub):
 
 
 def _add_bench(sub):
-    """`bench step|ops`: the speed of one training step and of the two hot ops."""
+    """`bench step|ops|ais`: the speed of one training step, of the two hot ops, of AIS."""
     bench = sub.add_parser("bench", help="benchmarks",
                            description="Time one AVB training step against this machine's matrix-product "
-                                       "rate (bench step), or the two hot ops against their naive forms "
-                                       "(bench ops).")
+                                       "rate (bench step), the two hot ops against their naive forms "
+                                       "(bench ops), or an AIS log-likelihood estimate (bench ais).")
     bsub = bench.add_subparsers(dest="what", required=True)
     bs = bsub.add_parser("step", help="time one AVB training step (Algorithm 1)",
                          description="Time one simultaneous AVB step (2 x 512 encoder and decoder, "
@@ -259,6 +262,33 @@ def _add_bench(sub):
                                      "the naive NumPy/CuPy composition it replaces.")
     bo.add_argument("--json", metavar="PATH", help="write the figures as JSON here")
     bo.set_defaults(func=_bench_ops)
+
+    ba = bsub.add_parser("ais", help="time an AIS log-likelihood estimate (Table 2's protocol)",
+                         description="Time AIS (1000 sigmoid-schedule distributions, 5 chains, 10 leapfrog "
+                                     "steps, adaptive step size) on a decoder of the MNIST architecture, "
+                                     "random-initialised or from a checkpoint of reproduce mnist; print "
+                                     "seconds per example and the mean log p(x).  One BLAS thread unless "
+                                     "--threads says otherwise.")
+    ba.set_defaults(func=_bench_ais)
+    _device_flag(ba)
+    ba.add_argument("--examples", type=positive_int, default=64, help="examples (default 64)")
+    ba.add_argument("--data", metavar="FILE",
+                    help="binary data: the first --examples rows of this .npz / .amat / IDX file "
+                         "(default: random binary pixels)")
+    ba.add_argument("--model", metavar="CHECKPOINT", help="a model checkpoint written by reproduce mnist "
+                                                         "(default: a random-initialised decoder)")
+    ba.add_argument("--kind", default="vae", metavar="KIND",
+                    help="the model kind of --model, as reproduce mnist names it (default vae)")
+    ba.add_argument("--latent", type=positive_int, default=8, help="latent dimension (default 8)")
+    ba.add_argument("--steps", type=positive_int, default=1000, help="intermediate distributions (default 1000)")
+    ba.add_argument("--chains", type=positive_int, default=5, help="chains per example (default 5)")
+    ba.add_argument("--leapfrog", type=positive_int, default=10, help="leapfrog steps (default 10)")
+    ba.add_argument("--seed", type=non_negative_int, default=0, help="seed of the chains and the init (default 0)")
+    ba.add_argument("--repeats", type=positive_int, default=1,
+                    help="run the estimate this many times and report the fastest (default 1)")
+    ba.add_argument("--threads", type=positive_int, default=None,
+                    help="BLAS threads (sets OPENBLAS_NUM_THREADS before numpy loads; default 1)")
+    ba.add_argument("--json", metavar="PATH", help="write the figures as JSON here")
 
 
 def _add_train(sub):
@@ -538,6 +568,20 @@ def _bench_ops(args):
     print(format_bench_ops(r))
     if args.json:      # the device: 'gpu' where the CuPy backend was timed too
         write_json(args.json, r, device="gpu" if "cupy" in r["backends"] else "cpu")
+
+
+def _bench_ais(args):
+    from .experiments.mnist import check_mnist_kind
+    from .fast.bench_ais import bench_ais, format_bench_ais
+    if args.threads and os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
+        raise ValueError("--threads only works from the command line (before numpy loads); "
+                         "set OPENBLAS_NUM_THREADS instead")
+    r = bench_ais(examples=args.examples, steps=args.steps, chains=args.chains, leapfrog=args.leapfrog,
+                  data=args.data, checkpoint=args.model, kind=check_mnist_kind(args.kind),
+                  latent=args.latent, seed=args.seed, repeats=args.repeats, device=args.device)
+    print(format_bench_ais(r))
+    if args.json:
+        write_json(args.json, r, device=args.device)
 
 
 def _train(args):

@@ -41,7 +41,6 @@ from . import models as M
 from .backend import DeviceRNG, array_module, is_device_array, to_numpy
 from .data import check_binary_data
 from .distributions import LOG_2PI, log_std_normal
-from .nn import elu
 from .progress import Progress
 
 
@@ -147,66 +146,65 @@ def ais(loglik_fn: Callable, n_examples: int, z_dim: int, rng: np.random.Generat
 
 
 def _ais_chunk(f, E, C, L, d, rng, betas, mean, std, eps, target, adapt, progress, done0, xp):
+    """AIS on R = E C chains.  The path, split into the initial density and the ratio r:
+        log f_b(z) = log p0(z) + b r(z),   r(z) = log p(x|z) + log p(z) - log p0(z)
+    Each chain carries r and its gradient at its state, so that each HMC transition
+    evaluates the decoder exactly L times (once per leapfrog step)."""
     R = E * C
-    if mean is None:                                   # p0 = p(z) = N(0, I)
+    if mean is None:                                   # p0 = p(z) = N(0, I): r(z) = log p(x|z)
         mean_r, std_r = xp.zeros((R, d)), xp.ones((R, d))
-    else:
+
+        def log_p0(z, want_value=True):                # log p0(z) (R,) or None, d/dz log p0(z) (R, d)
+            return (log_std_normal(z) if want_value else None), -z
+
+        ratio = f
+    else:                                              # p0 = N(mean, std^2), one per example
         mean_r, std_r = np.repeat(mean, C, 0), np.repeat(std, C, 0)            # (R, d)
-    var_r = std_r ** 2
-    log_norm0 = -np.sum(np.log(std_r), 1) - 0.5 * d * LOG_2PI                  # (R,)
-    prior_init = mean is None
+        inv_var = 1 / std_r ** 2
+        log_norm0 = -np.sum(np.log(std_r), 1) - 0.5 * d * LOG_2PI                  # (R,)
 
-    def log_p0(z):                                     # log p0(z), d/dz log p0(z)
-        u = (z - mean_r) / std_r
-        return log_norm0 - 0.5 * np.sum(u * u, 1), -(z - mean_r) / var_r
+        def log_p0(z, want_value=True):
+            dz = z - mean_r                                                    # (R, d)
+            return (log_norm0 - 0.5 * np.sum(dz * dz * inv_var, 1) if want_value else None), -dz * inv_var
 
-    def log_prior(z):                                  # log p(z), d/dz log p(z)
-        return log_std_normal(z), -z
-
-    def log_f(b, z, ll, gll):
-        """log f_b(z) and its gradient from the cached log-likelihood ll and gradient gll."""
-        if prior_init:                                 # p0 = p: log f_b = log p(z) + b log p(x|z)
-            lp, glp = log_prior(z)
-            return lp + b * ll, glp + b * gll
-        l0, g0 = log_p0(z)
-        lp, glp = log_prior(z)
-        return l0 + b * (ll + lp - l0), g0 + b * (gll + glp - g0)
+        def ratio(z, want_value):                      # r(z) (R,) or None, d/dz r(z) (R, d)
+            ll, gll = f(z, want_value)
+            l0, g0 = log_p0(z, want_value)
+            return (ll + log_std_normal(z) - l0 if want_value else None), gll - z - g0
 
     if eps is None:
         eps = 0.5 * (xp.ones(E) if std is None else std.mean(1))              # (E,)
     eps = eps.copy()
     z = mean_r + std_r * rng.standard_normal((R, d))                           # z_0 ~ p0   (R, d)
-    ll, gll = f(z, True)                                                       # log p(x|z)  (R,), (R, d)
+    r, gr = ratio(z, True)                                                     # at z: (R,), (R, d)
     logw = xp.zeros(R)
     acc_sum = xp.zeros(E)
     T = len(betas) - 1
     for t in range(1, T + 1):
         b0, b = betas[t - 1], betas[t]
-        # weight update at z_{t-1}: log f_t(z) - log f_{t-1}(z)
-        if prior_init:
-            logw += (b - b0) * ll
-        else:
-            logw += (b - b0) * (ll + log_prior(z)[0] - log_p0(z)[0])
+        logw += (b - b0) * r                           # log f_t(z_{t-1}) - log f_{t-1}(z_{t-1})
         if progress is not None:
             progress.update(done0 + t)
         if t == T:                                     # b = 1 reached: the weight is complete
             break
-        # one HMC transition leaving f_b invariant
+        # one HMC transition leaving f_b invariant; the first half step uses the carried gradient
         step = np.repeat(eps, C)[:, None]                                     # (R, 1)
         p = rng.standard_normal((R, d))                                        # momentum
-        lf_old, g = log_f(b, z, ll, gll)
-        zn, pn = z, p + 0.5 * step * g
+        l0, g0 = log_p0(z)
+        lf_old = l0 + b * r                                                    # log f_b(z)
+        zn, pn = z, p + 0.5 * step * (g0 + b * gr)
         for k in range(L):
+            last = k == L - 1
             zn = zn + step * pn
-            lln, glln = f(zn, k == L - 1)
-            lfn, g = log_f(b, zn, lln if k == L - 1 else 0.0, glln)
-            pn = pn + (step if k < L - 1 else 0.5 * step) * g
-        log_acc = (lfn - 0.5 * np.sum(pn * pn, 1)) - (lf_old - 0.5 * np.sum(p * p, 1))
+            rn, grn = ratio(zn, last)                  # the decoder: its value at the last step only
+            pn += (0.5 * step if last else step) * (log_p0(zn, False)[1] + b * grn)
+        lf_new = log_p0(zn)[0] + b * rn
+        log_acc = (lf_new - 0.5 * np.sum(pn * pn, 1)) - (lf_old - 0.5 * np.sum(p * p, 1))
         log_acc = np.where(np.isnan(log_acc), -np.inf, np.minimum(log_acc, 0.0))  # (R,)
         accept = np.log(rng.random(R)) < log_acc
-        z = np.where(accept[:, None], zn, z)
-        ll = np.where(accept, lln, ll)
-        gll = np.where(accept[:, None], glln, gll)
+        z = np.where(accept[:, None], zn, z)           # the carried r, gr follow the accepted state
+        r = np.where(accept, rn, r)
+        gr = np.where(accept[:, None], grn, gr)
         acc = np.exp(log_acc).reshape(E, C).mean(1)                            # (E,)
         acc_sum += acc
         eps *= np.where(acc > target, 1 + adapt, 1 - adapt)
@@ -215,61 +213,95 @@ def _ais_chunk(f, E, C, L, d, rng, betas, mean, std, eps, target, adapt, progres
 
 
 # ------------------------------------------------------------------ the decoder's log-likelihood
-def _act_and_derivative(name):
-    """activation a -> h and dh/da from (a, h)."""
-    if name == "elu":                                  # nn.elu; d elu/da = min(elu(a) + 1, 1)
-        return elu, (lambda a, h: np.minimum(h + 1, 1))
-    if name == "relu":
-        return (lambda a: np.maximum(a, 0)), (lambda a, h: (a > 0).astype(a.dtype))
-    if name == "tanh":
-        return np.tanh, (lambda a, h: 1 - h * h)
-    raise ValueError(f"activation must be one of elu, relu, tanh, got {name!r}")
+def _act_and_derivative(name, a, h, d):
+    """h <- act(a) and d <- dh/da, into the buffers h, d (all (R, H))."""
+    if name == "elu":           # elu(a) = max(a, e^min(a,0) - 1), elu'(a) = e^min(a,0): one exp for both
+        np.minimum(a, 0, out=d)     # (exp - 1, not nn.elu's expm1: NumPy's float32 expm1 is ~8x slower)
+        np.exp(d, out=d)
+        np.subtract(d, 1, out=h)
+        np.maximum(a, h, out=h)
+    elif name == "relu":
+        np.maximum(a, 0, out=h)
+        np.greater(a, 0, out=d)
+    elif name == "tanh":
+        np.tanh(a, out=h)
+        np.multiply(h, h, out=d)
+        np.subtract(1, d, out=d)
+    else:
+        raise ValueError(f"activation must be one of elu, relu, tanh, got {name!r}")
 
 
-def _log_sigmoid(u):
-    """log sigma(u) = min(u, 0) - log1p(exp(-|u|)), stable; in place on a copy (scipy's
-    log_expit is ~10x slower on float32)."""
-    a = np.abs(u)
-    np.negative(a, out=a)
-    np.exp(a, out=a)
-    np.log1p(a, out=a)
-    return np.minimum(u, 0) - a
+def _log_sigmoid(u, tmp):
+    """u <- log sigma(u) = min(u, 0) - log(1 + e^{-|u|}), stable; tmp: scratch of u's shape.
+    log(1 + e), not log1p(e): the same to float precision here (e <= 1), and NumPy's
+    float32 log1p is ~5x slower."""
+    np.abs(u, out=tmp)
+    np.negative(tmp, out=tmp)
+    np.exp(tmp, out=tmp)
+    tmp += 1
+    np.log(tmp, out=tmp)
+    np.minimum(u, 0, out=u)
+    u -= tmp
+    return u
+
+
+def decoder_loglik_fn(dec: list, x: np.ndarray, arch: M.Arch) -> Callable:
+    """f(z, want_value) -> (log p(x|z) (R,) float64 or None, d/dz log p(x|z) (R, dz) float64):
+    the decoder's Bernoulli log-likelihood (eq. 2.1's likelihood term) for fixed data x (R, D),
+    with its z-gradient back-propagated by hand through the MLP (no weight gradients).
+
+    With s = 2x - 1 (computed once, here):
+        log p(x|z) = sum_d log sigma(s_d l_d)                  l = decoder logits (R, D)
+        d/dl log p(x|z) = x - sigma(l) = (s - tanh(l / 2)) / 2
+    Every intermediate lives in buffers allocated here, once for all calls (f is called
+    L times per AIS transition); z is cast to x's dtype; the results come back in float64."""
+    xp = array_module(x)
+    R, D = x.shape
+    sign = 2 * x - 1                                                 # (R, D), x's dtype
+    widths = [W.shape[1] for W, _ in dec[:-1]]                       # H_1 .. H_{L-1}
+    a, h, dh = ([xp.empty((R, n), x.dtype) for n in widths] for _ in range(3))   # act(a) = h, dh/da
+    logits, u, tmp = (xp.empty((R, D), x.dtype) for _ in range(3))
+    W_T = [xp.ascontiguousarray(W.T) for W, _ in dec]                # for the backward pass
+    grads = [xp.empty((R, n), x.dtype) for n in widths]              # 2 d log p(x|z) / d h_i
+
+    def f(z, want_value=True):
+        inp = z.astype(x.dtype)                                      # (R, dz)
+        ### BEGIN SOLUTION task 0.1: the MLP forward pass
+        for i, (W, b) in enumerate(dec[:-1]):
+            xp.matmul(inp, W, out=a[i])
+            a[i] += b
+            _act_and_derivative(arch.activation, a[i], h[i], dh[i])
+            inp = h[i]
+        W, b = dec[-1]
+        xp.matmul(inp, W, out=logits)
+        np.add(logits, b, out=logits)                                # (R, D)
+        ### END SOLUTION
+        ll = None
+        if want_value:
+            ### BEGIN SOLUTION task 0.2: the Bernoulli log-likelihood, NumPy form
+            np.multiply(logits, sign, out=u)
+            ll = np.sum(_log_sigmoid(u, tmp), 1, dtype=np.float64)  # (R,)
+            ### END SOLUTION
+        # g = 2 d log p(x|z) / d l = s - tanh(l / 2), then back through the layers (halved at the end)
+        ### BEGIN SOLUTION task 0.3: the Bernoulli log-likelihood's VJP
+        t = np.multiply(logits, 0.5, out=u)
+        np.tanh(t, out=t)
+        g = np.subtract(sign, t, out=t)                             # (R, D)
+        ### END SOLUTION
+        for i in reversed(range(len(widths))):
+            g = xp.matmul(g, W_T[i + 1], out=grads[i])               # 2 d/dh_i   (R, H_i)
+            g *= dh[i]                                               # 2 d/da_i
+        g = g @ W_T[0]                                               # 2 d/dz     (R, dz)
+        g *= 0.5
+        return ll, g.astype(np.float64)
+    return f
 
 
 def decoder_loglik_and_grad(dec: list, x: np.ndarray, z: np.ndarray, arch: M.Arch,
                             want_value: bool = True) -> tuple:
-    """log p(x|z) (eq. 2.1's likelihood term) for l = decoder_logits(z), and its gradient
-    with respect to z, back-propagated by hand through the MLP (no weight gradients).
-    x, z: (R, D), (R, dz) float32 -> ll (R,) float64 or None, grad (R, dz) float64."""
-    fwd, deriv = _act_and_derivative(arch.activation)
-    h, saved = z, []
-    ### BEGIN SOLUTION task 0.1: the MLP forward pass
-    for W, b in dec[:-1]:
-        a = h @ W
-        a += b
-        h = fwd(a)
-        saved.append((a, h))
-    W, b = dec[-1]
-    logits = h @ W
-    logits += b                                                      # (R, D)
-    ### END SOLUTION
-    ll = None
-    if want_value:
-        ### BEGIN SOLUTION task 0.2: the Bernoulli log-likelihood, NumPy form
-        ll = np.sum(_log_sigmoid(logits * (2 * x - 1)), 1, dtype=np.float64)   # (R,)
-        ### END SOLUTION
-    ### BEGIN SOLUTION task 0.3: the Bernoulli log-likelihood's VJP
-    g = np.multiply(logits, 0.5)                                     # via tanh(l/2)
-    np.tanh(g, out=g)
-    g *= -0.5
-    g += x
-    g -= 0.5                                                         # (R, D)
-    ### END SOLUTION
-    g = g @ dec[-1][0].T
-    for (W, _), (a, h) in zip(reversed(dec[:-1]), reversed(saved)):
-        g *= deriv(a, h)
-        g = g @ W.T
-    return ll, g.astype(np.float64)
+    """log p(x|z) and its z-gradient for one z: `decoder_loglik_fn(dec, x, arch)(z, want_value)`.
+    x, z: (R, D), (R, dz) -> ll (R,) float64 or None, grad (R, dz) float64."""
+    return decoder_loglik_fn(dec, x, arch)(z, want_value)
 
 
 def ais_log_likelihood(params: dict, kind: str, x: np.ndarray, arch: M.Arch, rng: np.random.Generator,
@@ -307,11 +339,7 @@ def ais_log_likelihood(params: dict, kind: str, x: np.ndarray, arch: M.Arch, rng
     xd = x.astype(dtype)
 
     def loglik_fn(s, e):
-        xr = np.repeat(xd[s:e], n_chains, 0)                          # (R, D)
-
-        def f(z, want_value):
-            return decoder_loglik_and_grad(dec, xr, z.astype(dtype), arch, want_value)
-        return f
+        return decoder_loglik_fn(dec, np.repeat(xd[s:e], n_chains, 0), arch)   # rows (R, D)
 
     if int(chunk) != chunk or int(chunk) < 1:
         raise ValueError(f"AIS: chunk must be a positive integer, got {chunk}")

@@ -121,6 +121,10 @@ def check_paths(args):
             for path in args.also:
                 if not os.path.isfile(path):
                     raise ValueError(f"--also {path!r}: no such file (a JSON written by bench step --sweep --json)")
+        if args.command == "bench" and args.what == "ais":
+            for path, flag in ((args.data, "--data"), (args.model, "--model")):
+                if path is not None and not os.path.isfile(path):
+                    raise ValueError(f"{flag} {path!r}: no such file")
 
 
 def seed_list(s):

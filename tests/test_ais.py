@@ -13,6 +13,7 @@ from avb_minimal.ais import (
     ais,
     ais_log_likelihood,
     decoder_loglik_and_grad,
+    decoder_loglik_fn,
     linear_schedule,
     sigmoid_schedule,
 )
@@ -91,6 +92,57 @@ def test_same_seed_same_result_and_chunking_does_not_matter_for_shapes():
     assert c["log_weights"].shape == (6, 3)
 
 
+def plain_ais(f, E, C, d, seed, n_steps, mean=None, std=None, L=10, target=0.65):
+    """AIS as the module docstring writes it, with log f_b and its gradient recomputed from
+    scratch at every point (no carried values): the reference for `ais`'s bookkeeping."""
+    rng, betas, R = np.random.default_rng(seed), sigmoid_schedule(n_steps), E * C
+    adapt = min(0.5, max(0.02, 5.0 / n_steps))
+    m = np.zeros((R, d)) if mean is None else np.repeat(mean, C, 0)
+    s = np.ones((R, d)) if std is None else np.repeat(std, C, 0)
+
+    def log_f(b, z):                   # log p0 + b (log p(x|z) + log p(z) - log p0), and its gradient
+        ll, gll = f(z, True)
+        l0 = multivariate_normal_diag(z, m, s)
+        lp = multivariate_normal_diag(z, 0 * m, 1 + 0 * s)
+        return l0 + b * (ll + lp - l0), -(z - m) / s ** 2 + b * (gll - z + (z - m) / s ** 2)
+
+    eps = 0.5 * (np.ones(E) if std is None else std.mean(1))
+    z = m + s * rng.standard_normal((R, d))
+    logw = np.zeros(R)
+    for t in range(1, n_steps + 1):
+        logw += log_f(betas[t], z)[0] - log_f(betas[t - 1], z)[0]
+        if t == n_steps:
+            break
+        b, step = betas[t], np.repeat(eps, C)[:, None]
+        p = rng.standard_normal((R, d))
+        zn, pn = z.copy(), p + 0.5 * step * log_f(b, z)[1]
+        for k in range(L):
+            zn = zn + step * pn
+            pn = pn + (step if k < L - 1 else 0.5 * step) * log_f(b, zn)[1]
+        log_acc = np.minimum(log_f(b, zn)[0] - 0.5 * np.sum(pn ** 2, 1) - log_f(b, z)[0] + 0.5 * np.sum(p ** 2, 1), 0)
+        z = np.where((np.log(rng.random(R)) < log_acc)[:, None], zn, z)
+        eps *= np.where(np.exp(log_acc).reshape(E, C).mean(1) > target, 1 + adapt, 1 - adapt)
+    return logw.reshape(E, C), z.reshape(E, C, d)
+
+
+def multivariate_normal_diag(z, m, s):
+    return -0.5 * np.sum(((z - m) / s) ** 2 + np.log(2 * np.pi * s ** 2), 1)
+
+
+@pytest.mark.parametrize("start", ["prior", "gaussian"])
+def test_carried_gradient_equals_recomputing_everything(start):
+    """`ais` evaluates log p(x|z) once per leapfrog step and carries the value and gradient
+    at each chain's state across transitions (the accepted rows); the plain algorithm,
+    recomputing all of it at every point from the same draws, gives the same weights and chains."""
+    make, x, _, d = linear_gaussian(seed=5, n=3)
+    rng = np.random.default_rng(9)
+    mean, std = (None, None) if start == "prior" else (0.3 * rng.standard_normal((3, d)), 0.5 + rng.random((3, d)))
+    r = ais(make(4), 3, d, np.random.default_rng(1), mean, std, n_steps=25, n_chains=4)
+    lw, z = plain_ais(make(4)(0, 3), 3, 4, d, 1, 25, mean, std)
+    np.testing.assert_allclose(r["log_weights"], lw, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(r["z"], z, rtol=1e-9, atol=1e-9)
+
+
 # ------------------------------------------------------------------ tiny binary model: grid integration
 def tiny_model(kind="vae", seed=1, D=10, scale=2.5):
     arch = M.Arch(x_dim=D, z_dim=2, hidden=(16, 16), n_basis=4, basis_hidden=8, adv_hidden=(8,), adv_dim=4)
@@ -148,6 +200,23 @@ def test_decoder_gradient_matches_autograd(activation, rng):
     np.testing.assert_allclose(ll, ref, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(g, g_ref, rtol=1e-8, atol=1e-10)
     assert decoder_loglik_and_grad(dec, x, z, arch, want_value=False)[0] is None
+
+
+def test_decoder_buffers_are_reused_but_results_are_fresh(rng):
+    """The decoder function keeps its intermediates in buffers across calls (AIS calls it L
+    times per transition); what it returns is new each time: AIS keeps the accepted rows."""
+    arch = M.Arch(x_dim=13, z_dim=3, hidden=(11, 7))
+    dec = M.init_params(rng, "vae", arch)["dec"]
+    x = (rng.random((9, 13)) < 0.5).astype(np.float32)
+    z1, z2 = rng.standard_normal((2, 9, 3))
+    f = decoder_loglik_fn(dec, x, arch)
+    ll1, g1 = f(z1)
+    ref = (ll1.copy(), g1.copy())
+    ll2, g2 = f(z2)
+    np.testing.assert_array_equal(ll1, ref[0])
+    np.testing.assert_array_equal(g1, ref[1])
+    np.testing.assert_array_equal(f(z1)[1], g1)                # the same input, the same numbers
+    assert f(z2, want_value=False)[0] is None and g1.dtype == ll1.dtype == np.float64
 
 
 def test_log_likelihood_is_stable_for_huge_logits():

@@ -39,6 +39,16 @@ def test_bench_step_keys(tmp_path):
     assert r["provenance"]["device"] == "cpu" and r["provenance"]["version"]   # where the figures come from
 
 
+def test_bench_ais_keys(tmp_path, capsys):
+    out = tmp_path / "a.json"
+    assert main(["bench", "ais", "--examples", "3", "--steps", "3", "--chains", "2", "--leapfrog", "2",
+                 "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["seconds_per_example"] > 0 and r["decoder_calls"] == 1 + 2 * 2 and r["init"] == "prior"
+    assert r["log_likelihood_mean"] < 0 and r["provenance"]["device"] == "cpu"
+    assert "s per example" in capsys.readouterr().out
+
+
 def test_flop_rule_paper_widths():
     flops, P = step_flops(Arch(), 512)
     assert P == {"enc": 68 * 512 + 512 * 512 + 512 * 2, "dec": 2 * 512 + 512 * 512 + 512 * 4,
@@ -111,6 +121,7 @@ def _blocker(tmp_path):
     (["bench", "step", "--sweep", "--plot", "{tmp}/s.png", "--also", "{tmp}/none.json"], "--also '{tmp}/none.json': no such file"),
     (["bench", "ops", "--json", "{file}/o.json"], "--json's folder '{file}' is a file"),
     (["bench", "step", "--sweep", "--profile"], "--sweep, --profile: choose one"),
+    (["bench", "ais", "--model", "{tmp}/none.npz"], "--model '{tmp}/none.npz': no such file"),
     (["reproduce", "mnist", "--data", "{tmp}/nowhere"], "dataset folder '{tmp}/nowhere' does not exist"),
 ])
 def test_bad_paths_are_named_before_any_work(argv, needle, tmp_path, capsys, monkeypatch):

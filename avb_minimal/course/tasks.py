@@ -64,7 +64,7 @@ TASKS = {
         paper="eq. (2.1) (the term log p_theta(x | z)); the docstring of avb_minimal/ops.py",
         prerequisites=[],
         points=10,
-        answers=[r"x - \(?(l > 0|pos)\b", r"np\.log\(1 - p\)", r"_log_sigmoid\(logits \* \(2 \* x - 1\)", r"x\[o \+ d\] \* ld - relu"]),
+        answers=[r"x - \(?(l > 0|pos)\b", r"np\.log\(1 - p\)", r"np\.multiply\(logits, sign, out", r"x\[o \+ d\] \* ld - relu"]),
     "0.3": dict(
         title="the Bernoulli log-likelihood's VJP",
         where="ops._bernoulli_vjp",
@@ -78,7 +78,7 @@ TASKS = {
         paper="eq. (2.1); autograd.extend.defvjp / defvjp_argnums",
         prerequisites=["0.2"],
         points=10,
-        answers=[r"\(x - _?sigmoid\(l\)\)", r"subtract\(x, sig", r"^\s*g \+= x$", r"gi \* \(x\[o \+ d\] - sigmoid"]),
+        answers=[r"\(x - _?sigmoid\(l\)\)", r"subtract\(x, sig", r"np\.subtract\(sign, t, out", r"gi \* \(x\[o \+ d\] - sigmoid"]),
     "2.1": dict(
         title="the VAE evidence lower bound, eq. (2.1)",
         where="objectives.vae_elbo",
