@@ -495,7 +495,7 @@ def _bench_step(args):
         runs = []
         for seed in args.seeds:
             runs.append(BS.time_to_result(args.time_to_result, seed, step=args.step, device=args.device))
-            print(f"{args.time_to_result} seed {seed} ({runs[-1]['step']} step, {args.device}): "
+            print(f"{args.time_to_result} seed {seed} ({runs[-1]['step']} step, {runs[-1]['device_name']}): "
                   + (f"log-likelihood >= -1.40 after {runs[-1]['seconds']:.1f} s of training "
                      f"({runs[-1]['cpu_seconds']:.1f} CPU s; iteration {runs[-1]['iteration']})"
                      if runs[-1]["reached"] else

@@ -33,6 +33,7 @@ from ..nn import elu, elu_, elu_grad_
 from ..optim import Adam, adam_init, adam_step, adam_update_, flatten_to_vector
 from ..train import TrainConfig, init_states, make_step, step_path, train
 from ..trees import tree_flatten
+from .bench_ops import device_name
 from .device_ops import gemm
 from .graph import GraphAVBStep
 
@@ -239,13 +240,14 @@ def bench_graph(device="gpu", sizes=GRAPH_SIZES, steps=20):
         cells.append({"batch": batch, "width": width, "ms_per_step": sec * 1e3, "mode": step.mode,
                       "fraction_of_matmul": gflops / rates["matmul"],
                       "fraction_of_gemm_kernel": gflops / rates["gemm_kernel"]})
-    return {"gpu": gpu, "device": device, "rates_gflops": rates, "matmul_n": n, "cells": cells}
+    return {"gpu": gpu, "device": device, "device_name": device_name(xp), "rates_gflops": rates, "matmul_n": n,
+            "cells": cells}
 
 
 def format_graph(r):
     lines = [] if r["gpu"] else [("no GPU figure: no GPU here (the captured step ran as a check that it "
                                   "works; its times are CPU times)")]
-    lines.append(f"{'GPU' if r['gpu'] else 'CPU'} float32 {r['matmul_n']}^3: matmul "
+    lines.append(f"{r['device_name']}, float32 {r['matmul_n']}^3: matmul "
                  f"{r['rates_gflops']['matmul']:.0f} GFLOP/s, GEMM kernel {r['rates_gflops']['gemm_kernel']:.0f} GFLOP/s")
     for c in r["cells"]:
         lines.append(f"captured AVB step ({c['mode']}), batch {c['batch']}, width {c['width']}: "
@@ -450,6 +452,7 @@ def time_to_result(kind="avb_ac", seed=0, step="auto", target=-1.40, every=500, 
         reached = True
     last = curve[-1] if curve else {}
     return {"kind": kind, "seed": seed, "step": step_path(kind, arch, cfg, device), "device": device,
+            "device_name": device_name(device_module(device)),
             "target": target, "reached": reached,
             "seconds": last.get("train_seconds") if reached else None,
             "cpu_seconds": last.get("train_cpu_seconds") if reached else None,
