@@ -8,9 +8,7 @@ experiments, the speed work and the course tooling have rooms of their own.
   __main__, chapter, argcheck   the command line; helpers for the chapters' command lines
   course/    tasks, build, grade, plugin: the assignments (task list, student tree, grader)
   fast/      selfcheck, bench_step, bench_ais, bench_ops: the device check; what a step,
-             an AIS estimate and the hot ops cost;
-             graph: the fast step captured once as a CUDA graph, replayed per iteration;
-             device_ops: its kernels (tiled GEMM with fused epilogues, Philox noise, fused Adam)
+             an AIS estimate and the hot ops cost
   experiments/   table1, eight_schools, mnist_study, mnist, plots: the paper's experiments and figures
                  (mnist_study: the screening study behind Table 2)
   bavae      the Biadversarial VAE (Fickinger): two adversaries, eq. (6), (14), (19)
@@ -18,6 +16,9 @@ experiments, the speed work and the course tooling have rooms of their own.
   mcmc       Hamiltonian Monte Carlo and its diagnostics (R-hat, ESS): the ground truth
   ais        annealed importance sampling: log p(x) on binarized MNIST (Table 2)
   train      the one training loop (Algorithm 1, 2), checkpoints, resume
+  fast/graph the fast step captured once as a CUDA graph, replayed per iteration (train's
+             step on the GPU); fast/device_ops its kernels (tiled GEMM with fused epilogues,
+             Philox noise, fused Adam)
   fast/step  the hand-written AVB step (same numbers as the autograd one), used by train
   evaluate   exact log-likelihood by integration, ELBOs, k-NN KL estimates
   related    the related work of sec. 6 as losses (AAE, f-GAN, ...)

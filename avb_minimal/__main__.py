@@ -66,10 +66,12 @@ def _device_flag(p, default="cpu"):
 
 
 def _step_flag(p, what="training"):
-    p.add_argument("--step", choices=["auto", "readable", "fast"], default="auto",
+    p.add_argument("--step", choices=["auto", "readable", "fast", "graph"], default="auto",
                    help=f"which {what} step: the readable autograd one, the hand-written fast one (the same "
-                        "numbers, faster; refused where it does not apply), or auto: fast where it applies "
-                        "(default auto; the Biadversarial VAE always takes the readable step)")
+                        "numbers, faster), graph: the fast one on the project's own kernels, captured once as "
+                        "a CUDA graph on a GPU (plain launches elsewhere); fast and graph are refused where "
+                        "they do not apply.  auto: the fastest that applies, fast on the CPU and graph on the "
+                        "GPU (default auto; the Biadversarial VAE always takes the readable step)")
 
 
 def _seed_flags(p, n_default):
@@ -231,9 +233,7 @@ def _add_bench(sub):
                     help="hidden width of every net, encoder, decoder and both adversary nets (default 512)")
     bs.add_argument("--steps", type=positive_int, default=30, help="timed steps (median)")
     bs.add_argument("--json", metavar="PATH", help="write the figures as JSON here")
-    bs.add_argument("--step", choices=["auto", "readable", "fast"], default="auto",
-                    help="which step to time: the hand-written fast path (auto: where supported) "
-                         "or the readable autograd path")
+    _step_flag(bs, "timed")
     bs.add_argument("--negatives", choices=["pairs", "all_pairs"], default="pairs",
                     help="the adversary's negatives: pairs (x_i, z_i ~ p(z)), one per example, or all_pairs "
                          "(every x_i with every prior z_j: B^2 negatives from one matrix product; default pairs)")
@@ -524,8 +524,8 @@ def _bench_step(args):
     if args.time_to_result:
         runs = []
         for seed in args.seeds:
-            runs.append(BS.time_to_result(args.time_to_result, seed, step=args.step))
-            print(f"{args.time_to_result} seed {seed} ({runs[-1]['step']} step): "
+            runs.append(BS.time_to_result(args.time_to_result, seed, step=args.step, device=args.device))
+            print(f"{args.time_to_result} seed {seed} ({runs[-1]['step']} step, {runs[-1]['device_name']}): "
                   + (f"log-likelihood >= -1.40 after {runs[-1]['seconds']:.1f} s of training "
                      f"({runs[-1]['cpu_seconds']:.1f} CPU s; iteration {runs[-1]['iteration']})"
                      if runs[-1]["reached"] else

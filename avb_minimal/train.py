@@ -31,12 +31,13 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .data import check_binary_data, sample_batch
+from .fast.graph import GraphAVBStep
 from .fast.step import FastAVBStep, supports
 from .optim import Adam, adam_init, adam_step
 from .progress import Progress
 from .trees import check_finite_tree
 
-STEPS = ("auto", "readable", "fast")
+STEPS = ("auto", "readable", "fast", "graph")
 # settings a resumed run may change: what is logged and saved, and which of two equal steps runs
 BOOKKEEPING = ("log_every", "checkpoint_every", "step")
 # what a checkpoint's metadata must hold: key -> (types, least value)
@@ -63,7 +64,7 @@ class TrainConfig:
     lr_final: float = 0.1         # ... to this fraction of their value at the last iteration
     log_every: int = 100
     checkpoint_every: int = 1000
-    step: str = "auto"            # 'readable' (autograd), 'fast' (fast_step.py) or 'auto' (fast where supported)
+    step: str = "auto"            # 'readable' (autograd), 'fast' (fast/step.py), 'graph' (fast/graph.py), 'auto'
 
     def __post_init__(self):
         for name in ("iters", "batch", "adv_steps", "log_every", "checkpoint_every"):
@@ -94,21 +95,35 @@ class TrainConfig:
         return 1.0 - frac * (1.0 - self.lr_final)
 
 
-def use_fast_step(kind: str, arch: M.Arch, cfg: TrainConfig) -> bool:
-    """True when the step runs on the fast path (`fast_step.py`): cfg.step 'fast', or
-    'auto' for a model it supports (AVB / AVB + AC with the inner-product ELU adversary)."""
+def step_path(kind: str, arch: M.Arch, cfg: TrainConfig, device: str = "cpu") -> str:
+    """Which step runs: 'readable' (autograd), 'fast' (`fast/step.py`, the same numbers by
+    hand) or 'graph' (`fast/graph.py`, the fast step on the project's own kernels, captured
+    once as a CUDA graph on a GPU).  cfg.step 'auto' takes the fastest that applies: on the
+    CPU the fast step, on the GPU the captured one (the fast one for sec. 5.2's adv_unary,
+    which the captured step does not implement), the readable one for anything else."""
     why = supports(kind, arch)
-    if cfg.step == "fast" and why:
-        raise ValueError(f"step='fast' does not support {why}; use step='readable' or 'auto'")
-    return cfg.step != "readable" and not why
+    if cfg.step in ("fast", "graph") and why:
+        raise ValueError(f"step={cfg.step!r} does not support {why}; use step='readable' or 'auto'")
+    if cfg.step == "graph" and arch.adv_unary:
+        raise ValueError("step='graph' does not support sec. 5.2's r(x) + s(z) (adv_unary); "
+                         "use step='fast' or 'auto'")
+    if cfg.step != "auto":
+        return cfg.step
+    if why:
+        return "readable"
+    return "graph" if device == "gpu" and not arch.adv_unary else "fast"
 
 
-def make_step(kind: str, arch: M.Arch, cfg: TrainConfig) -> Callable:
+def make_step(kind: str, arch: M.Arch, cfg: TrainConfig, device: str = "cpu") -> Callable:
     """Return step(params, states, x, noise, z_neg, scale) -> (params, states, aux):
-    one simultaneous update of Algorithm 1/2 (or one VAE step).  The readable step is
-    below; `use_fast_step` picks the hand-written one, which computes the same numbers."""
+    one simultaneous update of Algorithm 1/2 (or one VAE step) for arrays on `device`.
+    The readable step is below; `step_path` picks the hand-written one where it applies
+    (the same numbers), captured as a CUDA graph on the GPU."""
     M.check_kind(kind)
-    if use_fast_step(kind, arch, cfg):
+    path = step_path(kind, arch, cfg, device)
+    if path == "graph":
+        return GraphAVBStep(kind, arch, cfg)
+    if path == "fast":
         return FastAVBStep(kind, arch, cfg)
     gen_opt = Adam(cfg.lr_gen, cfg.b1, cfg.b2)
     adv_opt = Adam(cfg.lr_adv, cfg.b1, cfg.b2)
@@ -274,7 +289,7 @@ def _train(kind, data, arch, cfg, seed, checkpoint, quiet, eval_fn, eval_every, 
     elif xp is not np:
         rng = DeviceRNG(xp, seed)
     params, states, data = tree_to_device(params, xp), tree_to_device(states, xp), xp.asarray(data)
-    step = make_step(kind, arch, cfg)
+    step = make_step(kind, arch, cfg, device)
     adv_step = make_adversary_step(kind, arch, cfg) if kind != "vae" and cfg.adv_steps > 1 else None
     B = cfg.batch
 

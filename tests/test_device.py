@@ -190,6 +190,32 @@ def test_resume_is_bit_exact_on_the_device_and_crosses_devices(device, tmp_path,
     assert "written on cpu" in err and "written on gpu" in err
 
 
+@pytest.mark.parametrize("kind, negatives", [("avb", "pairs"), ("avb_ac", "all_pairs")])
+def test_the_captured_step_trains_as_the_fast_step_and_resumes(device, tmp_path, kind, negatives):
+    """step='graph' (fast/graph.py: captured on a GPU, plain launches on the stand-in) trains to
+    the fast step's numbers for the same seed, copies one aux vector per step to the host,
+    is what 'auto' takes on the device, and resumes from its checkpoint bit for bit."""
+    cfg = T.TrainConfig(iters=8, batch=32, log_every=2, checkpoint_every=4, negatives=negatives, step="graph")
+    assert T.step_path(kind, SMALL, T.TrainConfig(), "gpu") == "graph"
+    fast, info_fast = T.train(kind, four_points(), SMALL, T.TrainConfig(**dict(cfg.__dict__, step="fast")),
+                              seed=2, device="gpu")
+    gets = getattr(device, "gets", 0)
+    full, info = T.train(kind, four_points(), SMALL, cfg, seed=2, device="gpu")
+    if _stand_in(device):
+        assert device.gets == gets + cfg.iters            # the aux vector, once per step
+    assert _on_device(device, full)
+    for (path, a), (_, b) in zip(trees.tree_leaves(full), trees.tree_leaves(fast)):
+        assert np.allclose(device.asnumpy(a), device.asnumpy(b), rtol=1e-4, atol=1e-5), path
+    for h, hf in zip(info["history"], info_fast["history"], strict=True):
+        assert all(np.isclose(h[k], hf[k], rtol=1e-4, atol=1e-5) for k in ("gen_objective", "adv_loss", "T_q"))
+    ck = str(tmp_path / "graph.npz")
+    T.train(kind, four_points(), SMALL, T.TrainConfig(**dict(cfg.__dict__, iters=4)), seed=2, checkpoint=ck,
+            device="gpu")
+    resumed, _ = T.train(kind, four_points(), SMALL, cfg, seed=2, checkpoint=ck, device="gpu")
+    for (path, a), (_, b) in zip(trees.tree_leaves(resumed), trees.tree_leaves(full)):
+        assert np.array_equal(device.asnumpy(a), device.asnumpy(b)), path
+
+
 def test_mnist_models_bavae_and_ais_run_on_the_device(device):
     rng = np.random.default_rng(0)
     x = (rng.random((64, 12)) < 0.3).astype(np.float32)

@@ -127,9 +127,16 @@ def test_which_step_runs():
     assert supports("avb_ac", ARCH_UNARY) == ""                          # sec. 5.2 (MNIST)
     res = M.Arch(adversary="residual")
     assert "residual" in supports("avb", res) and "vae" in supports("vae", ARCH)
-    assert not T.use_fast_step("avb", res, T.TrainConfig())          # 'auto' falls back
-    with pytest.raises(ValueError, match="step='fast' does not support the residual"):
-        T.make_step("avb", res, T.TrainConfig(step="fast"))
+    auto = T.TrainConfig()
+    assert T.step_path("avb", res, auto) == T.step_path("avb", res, auto, "gpu") == "readable"   # falls back
+    assert T.step_path("avb", ARCH, auto) == "fast" and T.step_path("avb", ARCH, auto, "gpu") == "graph"
+    assert T.step_path("avb", ARCH_UNARY, auto, "gpu") == "fast"     # the captured step has no r(x) + s(z)
+    assert T.step_path("avb", ARCH, T.TrainConfig(step="graph")) == "graph"   # plain launches on the CPU
+    for step in ("fast", "graph"):
+        with pytest.raises(ValueError, match=f"step='{step}' does not support the residual"):
+            T.make_step("avb", res, T.TrainConfig(step=step))
+    with pytest.raises(ValueError, match="step='graph' does not support .*adv_unary"):
+        T.make_step("avb", ARCH_UNARY, T.TrainConfig(step="graph"), "gpu")
     with pytest.raises(ValueError, match="step must be one of"):
         T.TrainConfig(step="quick")
 

@@ -117,7 +117,7 @@ def test_bench_graph_on_the_stand_in_says_no_gpu_figure_and_refuses_what_does_no
     with strict_device.activate("reference"):
         r = BS.bench_graph("gpu", steps=2)
         assert not r["gpu"] and [c["mode"] for c in r["cells"]] == ["plain"]
-        assert BS.format_graph(r).startswith("no GPU figure")
+        assert BS.format_graph(r).startswith("no GPU figure") and "strict stand-in (CPU), float32" in BS.format_graph(r)
         with pytest.raises(ValueError, match=r"would need about .* GiB of memory; this GPU has 16.0 GiB"):
             BS.bench_graph("gpu", sizes=((16384, 65536),), steps=1)
 
@@ -126,3 +126,22 @@ def test_the_captured_step_refuses_the_unary_adversary():
     arch = M.Arch(x_dim=5, z_dim=3, eps_dim=4, hidden=(7,), adv_hidden=(6,), adv_dim=4, adv_unary=True)
     with pytest.raises(ValueError, match="adv_unary"):
         GraphAVBStep("avb", arch, T.TrainConfig())
+
+
+def test_time_to_result_runs_on_the_device_path(monkeypatch, capsys):
+    """`bench step --time-to-result avb_ac --device gpu`: Table 1's AVB + AC trained on the device
+    with the captured step, the decoder copied to the host for each exact log-likelihood (a
+    smoke run: 4 iterations, a target reached at the first evaluation)."""
+    from avb_minimal.__main__ import main
+    from avb_minimal.fast import bench_step as BS
+    real = BS.time_to_result
+    monkeypatch.setattr(BS, "time_to_result", lambda *a, **kw: real(*a, **kw, iters=4, every=2, target=-50.0))
+    with strict_device.activate("reference") as dev:
+        gets = dev.gets
+        assert main(["bench", "step", "--time-to-result", "avb_ac", "--device", "gpu", "--seeds", "1"]) == 0
+        assert dev.gets > gets                                          # it ran on the stand-in
+    out, err = capsys.readouterr()
+    assert "avb_ac seed 0 (graph step, strict stand-in (CPU)): log-likelihood >= -1.40 after" in out
+    assert err.count("plain kernel launches") == 1
+    r = real("avb", iters=4, every=2, target=0.0, device="cpu")         # not reached: no time reported
+    assert r["step"] == "fast" and not r["reached"] and r["seconds"] is None and len(r["curve"]) == 2

@@ -41,8 +41,8 @@ def _poison_step(monkeypatch, at, poison):
     `at`-th call (call 1 is iteration 0)."""
     real = T.make_step
 
-    def poisoned(kind, arch, cfg):
-        step = real(kind, arch, cfg)
+    def poisoned(kind, arch, cfg, device="cpu"):
+        step = real(kind, arch, cfg, device)
         calls = {"n": 0}
 
         def wrapped(*args):

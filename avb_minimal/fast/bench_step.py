@@ -25,14 +25,15 @@ import numpy as np
 
 from .. import evaluate as E
 from .. import models as M
-from ..backend import check_fits, device_module, tree_to_device
+from ..backend import check_fits, device_module, tree_to_device, tree_to_host
 from ..data import four_points, sample_batch
 from ..experiments.plots import bench_sweep_figure
 from ..experiments.table1 import table1_settings
 from ..nn import elu, elu_, elu_grad_
 from ..optim import Adam, adam_init, adam_step, adam_update_, flatten_to_vector
-from ..train import TrainConfig, init_states, make_step, train, use_fast_step
+from ..train import TrainConfig, init_states, make_step, step_path, train
 from ..trees import tree_flatten
+from .bench_ops import device_name
 from .device_ops import gemm
 from .graph import GraphAVBStep
 
@@ -127,7 +128,7 @@ def _setup(batch, width, negatives, seed, step, xp=np):
     rng = np.random.default_rng(seed)
     params = M.init_params(rng, "avb", arch)
     states = init_states("avb", params)
-    fn = make_step("avb", arch, cfg)
+    fn = make_step("avb", arch, cfg, "cpu" if xp is np else "gpu")
     data = four_points()
     batches = [(sample_batch(rng, data, batch), M.sample_noise(rng, "avb", arch, batch),
                 rng.standard_normal((batch, arch.z_dim)).astype(np.float32)) for _ in range(4)]
@@ -149,7 +150,8 @@ def _load():
 def bench_step(batch=512, width=512, steps=30, warmup=5, negatives="pairs", seed=0, step="auto", device="cpu"):
     """Time one simultaneous AVB step (Algorithm 1; paper widths by default: 2 x width
     encoder and decoder, inner-product adversary of two 2 x width nets, float32) on the
-    `step` path ('auto' = fast where supported, 'readable', 'fast').  After every timed
+    `step` path ('auto' = the fastest that applies: fast on the CPU, the captured step on the
+    GPU; 'readable', 'fast', 'graph').  After every timed
     step one 1024^3 sgemm is timed as well; fraction_of_peak = (fixed-rule FLOPs /
     median step time) / median sgemm rate.  device 'gpu': everything on the device, the
     sgemm by cupy's matmul (cuBLAS), each timing after a device synchronisation."""
@@ -174,8 +176,8 @@ def bench_step(batch=512, width=512, steps=30, warmup=5, negatives="pairs", seed
     med = {k: float(np.median(v[warmup:])) for k, v in
            (("wall", wall), ("cpu", cpu), ("gwall", gwall), ("gcpu", gcpu))}
     flops, P = step_flops(arch, batch)
-    path = "fast" if type(fn).__name__ == "FastAVBStep" else "readable"
-    work = work_flops(arch, batch, path) if negatives == "pairs" else None
+    path = step_path("avb", arch, TrainConfig(step=step), device)
+    work = work_flops(arch, batch, "readable" if path == "readable" else "fast") if negatives == "pairs" else None
     ms, peak = med["wall"] * 1e3, 2 * n ** 3 / med["gwall"] / 1e9
     peak_cpu = 2 * n ** 3 / med["gcpu"] / 1e9
     return {"batch": batch, "width": width, "step": path, "device": device, "ms_per_step": ms,
@@ -238,13 +240,14 @@ def bench_graph(device="gpu", sizes=GRAPH_SIZES, steps=20):
         cells.append({"batch": batch, "width": width, "ms_per_step": sec * 1e3, "mode": step.mode,
                       "fraction_of_matmul": gflops / rates["matmul"],
                       "fraction_of_gemm_kernel": gflops / rates["gemm_kernel"]})
-    return {"gpu": gpu, "device": device, "rates_gflops": rates, "matmul_n": n, "cells": cells}
+    return {"gpu": gpu, "device": device, "device_name": device_name(xp), "rates_gflops": rates, "matmul_n": n,
+            "cells": cells}
 
 
 def format_graph(r):
     lines = [] if r["gpu"] else [("no GPU figure: no GPU here (the captured step ran as a check that it "
                                   "works; its times are CPU times)")]
-    lines.append(f"{'GPU' if r['gpu'] else 'CPU'} float32 {r['matmul_n']}^3: matmul "
+    lines.append(f"{r['device_name']}, float32 {r['matmul_n']}^3: matmul "
                  f"{r['rates_gflops']['matmul']:.0f} GFLOP/s, GEMM kernel {r['rates_gflops']['gemm_kernel']:.0f} GFLOP/s")
     for c in r["cells"]:
         lines.append(f"captured AVB step ({c['mode']}), batch {c['batch']}, width {c['width']}: "
@@ -412,12 +415,14 @@ class _Reached(Exception):
     pass
 
 
-def time_to_result(kind="avb_ac", seed=0, step="auto", target=-1.40, every=500, iters=None):
+def time_to_result(kind="avb_ac", seed=0, step="auto", target=-1.40, every=500, iters=None, device="cpu"):
     """Train `kind` on the 4-point data with the Table 1 settings (`experiments.table1_settings`)
     and return the training wall time (evaluation excluded) at which the exact log-likelihood
     (integration over the 2-d latent, 400 x 400 grid, as `train --curve-every`) first reaches
     `target`, checked every `every` iterations.  The run stops there; its learning-rate schedule
-    is that of the full run.  -> dict with seconds (None if never reached), iteration, curve."""
+    is that of the full run.  device 'gpu': trained on the device (the captured step under
+    'auto'), the decoder copied to the host for each evaluation.
+    -> dict with seconds (None if never reached), iteration, curve."""
     arch, cfgs, _ = table1_settings()
     cfg = TrainConfig(**dict(cfgs[kind].__dict__, step=step, log_every=every,
                              iters=iters or cfgs[kind].iters))
@@ -431,7 +436,7 @@ def time_to_result(kind="avb_ac", seed=0, step="auto", target=-1.40, every=500, 
         clock["it"] += every
         c = time.process_time()
         train_s, train_cpu = t - clock["start"] - clock["eval"], c - clock["cpu_start"] - clock["cpu_eval"]
-        ll = float(np.mean(E.exact_log_likelihood(p["dec"], data, arch, 400)))
+        ll = float(np.mean(E.exact_log_likelihood(tree_to_host(p["dec"]), data, arch, 400)))
         clock["eval"] += time.perf_counter() - t
         clock["cpu_eval"] += time.process_time() - c
         curve.append({"iteration": clock["it"], "train_seconds": train_s, "train_cpu_seconds": train_cpu,
@@ -442,11 +447,12 @@ def time_to_result(kind="avb_ac", seed=0, step="auto", target=-1.40, every=500, 
 
     reached = False
     try:
-        train(kind, data, arch, cfg, seed=seed, eval_fn=eval_fn, eval_every=every)
+        train(kind, data, arch, cfg, seed=seed, eval_fn=eval_fn, eval_every=every, device=device)
     except _Reached:
         reached = True
     last = curve[-1] if curve else {}
-    return {"kind": kind, "seed": seed, "step": "fast" if use_fast_step(kind, arch, cfg) else "readable",
+    return {"kind": kind, "seed": seed, "step": step_path(kind, arch, cfg, device), "device": device,
+            "device_name": device_name(device_module(device)),
             "target": target, "reached": reached,
             "seconds": last.get("train_seconds") if reached else None,
             "cpu_seconds": last.get("train_cpu_seconds") if reached else None,

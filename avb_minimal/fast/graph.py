@@ -39,12 +39,14 @@ def mlp_forward(ws, name, layers, h):
     """h -> elu(h W1 + b1) -> ... -> h WL + bL, one fused launch per layer.
     Returns (inputs of each layer [h, h1, ..., h_{L-1}], output)."""
     hs = [h]
+    ### BEGIN SOLUTION task 0.1: the MLP forward pass
     for i, (W, b) in enumerate(layers):
         out = ws(f"{name}/a{i}", (h.shape[0], W.shape[1]))                     # (rows, n_out)
         gemm(h, W, out, epilogue="bias_elu" if i < len(layers) - 1 else "bias", bias=b)
         if i < len(layers) - 1:
             hs.append(out)
         h = out
+    ### END SOLUTION
     return hs, h
 
 
@@ -207,8 +209,10 @@ class GraphAVBStep(FastAVBStep):
             enc_hs, out = mlp_forward(ws, "enc", enc["a"], x)              # (B, (m+1) dz)
             z, a, v, vh = _basis_forward(ws, enc["v"], out, noise, arch)
             mean, var = M.ac_moments(out[:, :dz], a, xp.mean(v, axis=0), xp.var(v, axis=0))
+            ### BEGIN SOLUTION task 4.1: eq. (4.2), adaptive contrast
             inv_sd = 1.0 / xp.sqrt(var + M.AC_VAR_FLOOR)                   # eq. (4.2), a constant
             z_adv = (z - mean) * inv_sd
+            ### END SOLUTION
 
         # ---- decoder and log p(x|z)
         dec_hs, logits = mlp_forward(ws, "dec", dec, z)                   # (B, D)
@@ -228,11 +232,13 @@ class GraphAVBStep(FastAVBStep):
             T_neg = gemm(F, G_neg, ws("T_neg", (B, Mn)), tb=True) + prior_neg[None, :]   # (B, M)
         else:
             T_neg = inner_product_rows(F, G_neg) + prior_neg               # (B,)
+        ### BEGIN SOLUTION task 3.1: eq. (3.3), the adversary's loss
         sp_pos, sig_pos = softplus_sigmoid(-T_pos)                         # eq. (3.3)
         sp_neg, sig_neg = softplus_sigmoid(T_neg)
         adv_loss = xp.mean(sp_pos) + xp.mean(sp_neg)
         w_pos = sig_pos * (-1.0 / B)                                       # dL_adv/dT_pos  (B,)
         w_neg = sig_neg * (1.0 / sig_neg.size)                             # dL_adv/dT_neg
+        ### END SOLUTION
 
         # ---- backward of f and (shared) of g
         dF = ws("f/dout", (B, F.shape[1]))
@@ -260,9 +266,11 @@ class GraphAVBStep(FastAVBStep):
             gen = xp.mean(loglik) - T_q                                    # eq. (3.7)
             dz_T = (JtF + z_adv) * (1.0 / B)
         else:
+            ### BEGIN SOLUTION task 4.1: eq. (4.2), adaptive contrast
             log_prior = -0.5 * xp.sum(z * z, axis=1) - 0.5 * dz * np.log(2 * np.pi)
             gen = xp.mean(-T_pos + prior_pos + loglik + log_prior)         # Alg. 2, line 12
             dz_T = (JtF * inv_sd + z) * (1.0 / B)
+            ### END SOLUTION
         dzv = mlp_backward(ws, "dec", dec, gdec, dec_hs, dlogits, need_input_grad=True)
         dzv += dz_T                                                        # (B, dz)
         if kind == "avb":
