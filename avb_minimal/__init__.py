@@ -6,7 +6,8 @@ checks this).  The teaching core is the flat list of modules in this folder; the
 experiments, the speed work and the course tooling have rooms of their own.
 
   __main__, chapter, argcheck   the command line; helpers for the chapters' command lines
-  course/    tasks, build, grade, plugin: the assignments (task list, student tree, grader)
+  course/    tasks, answers, build, grade, plugin: the assignments (task list, the answers'
+             code forms, student tree, grader)
   fast/      selfcheck, bench_step, bench_ais, bench_ops: the device check; what a step,
              an AIS estimate and the hot ops cost
   experiments/   table1, eight_schools, mnist_study, mnist, plots: the paper's experiments and figures
@@ -31,6 +32,7 @@ experiments, the speed work and the course tooling have rooms of their own.
   ops        the two hot ops as autograd primitives with hand-written VJPs
   trees      pytrees: flatten, map, paths, finiteness
   progress   one progress line for long loops
+  fast/emulate   kernels/*.cu compiled with g++ for the CPU (cuda_emulation.h), launched like cupy
   backend    numpy or cupy (the only module that imports cupy); kernels/*.cu
 """
 __version__ = "0.1.0"

@@ -337,7 +337,8 @@ def _add_assignments(sub):
                                      "plus a Markdown handout per task (OUT/handouts) and OUT/STUDENT.md.  "
                                      "OUT must not exist or be empty; nothing is left behind on an error.  "
                                      "It refuses a tree in which a task's answer can still be found "
-                                     "(a twin of the code in another form) or a blanked task's tests pass.")
+                                     "(a twin of the code, a test or a chapter that writes it out) or a blanked "
+                                     "task's tests pass.")
     ab.add_argument("out", metavar="OUT", help="output folder (generated: never commit it)")
     ab.add_argument("--tasks", metavar="LIST", help="comma list of task ids, e.g. 3.1,3.2 (default: all)")
     ab.add_argument("--source", metavar="DIR", help="source checkout (default: the one imported)")

@@ -49,7 +49,7 @@ from avb_minimal import objectives as O
 from avb_minimal.data import four_points
 from avb_minimal.experiments.table1 import OPTIMUM_LL, PAPER_TABLE1, SMOKE_ITERS, format_table1, table1_settings
 from avb_minimal.trees import tree_flatten
-from avb_minimal.ops import bernoulli_loglik, softplus
+from avb_minimal.ops import bernoulli_loglik
 from avb_minimal.experiments.plots import curve_figure, latent_figure
 from avb_minimal.train import train
 
@@ -97,13 +97,13 @@ def check_algorithm1(rng):
         return anp.mean(bernoulli_loglik(x, M.decoder_logits(dec, z_fixed, arch.act)))
 
     def line7(enc):      # g_phi = 1/m sum grad_phi [-T_psi(x, z_phi) + log p_theta(x | z_phi)]   eq. (3.7)
-        z = M.implicit_encoder(enc, x, eps, arch.act)
-        return anp.mean(-M.adversary(params["adv"], x, z, arch.act)
-                        + bernoulli_loglik(x, M.decoder_logits(params["dec"], z, arch.act)))
+        z = M.implicit_encoder(enc, x, eps, arch.act)                   # T's psi held fixed
+        return O.generator_objective(M.adversary(params["adv"], x, z, arch.act),
+                                     bernoulli_loglik(x, M.decoder_logits(params["dec"], z, arch.act)))
 
     def line8(adv):      # g_psi = 1/m sum grad_psi [log sigma(T(x, z_phi)) + log(1 - sigma(T(x, z)))]   eq. (3.3)
-        log_sig = lambda t: -softplus(-t)                                # noqa: E731  log sigma(t)
-        return anp.mean(log_sig(M.adversary(adv, x, z_fixed, arch.act)) + log_sig(-M.adversary(adv, x, z_prior, arch.act)))
+        # the encoder's samples held fixed; adversary_loss is the negative of eq. (3.3)
+        return -O.adversary_loss(M.adversary(adv, x, z_fixed, arch.act), M.adversary(adv, x, z_prior, arch.act))
 
     # avb_losses returns losses to *minimise*: their gradients are minus the ascent directions
     for name, mine, lib in (("theta", grad(line6)(params["dec"]), g_lib["dec"]),
@@ -111,7 +111,7 @@ def check_algorithm1(rng):
                             ("psi", grad(line8)(params["adv"]), g_lib["adv"])):
         for a, b in zip(tree_flatten(mine), tree_flatten(lib)):
             assert np.allclose(a, -b, rtol=1e-10, atol=1e-12), name
-    print("Algorithm 1, lines 6-8 written out == gradient of objectives.avb_losses (theta, phi, psi)  [ok]")
+    print("Algorithm 1, lines 6-8, one player at a time == gradient of objectives.avb_losses (theta, phi, psi)  [ok]")
 
 
 def main(argv=None):

@@ -51,6 +51,7 @@ from avb_minimal import models as M  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
 from avb_minimal.distributions import log_normal_diag, log_std_normal  # noqa: E402
 from avb_minimal.experiments.table1 import OPTIMUM_LL, table1_settings  # noqa: E402
+from avb_minimal.ops import bernoulli_loglik  # noqa: E402
 from avb_minimal.train import train  # noqa: E402
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "runs", "chapters")
@@ -116,8 +117,7 @@ def pmi_grid(dec, data, arch, n, lim):
 def pmi_at(dec, x, z, arch, log_px_of_row):
     """PMI at given pairs (x_i, z_i).  -> (B,)."""
     logits = np.asarray(M.decoder_logits(dec, z, arch.act), np.float64)
-    ll = np.sum(x * logits - np.logaddexp(0, logits), axis=1)
-    return ll - log_px_of_row
+    return bernoulli_loglik(np.asarray(x, np.float64), logits) - log_px_of_row
 
 
 def make_figure(path, params, data, arch, pairs, lim=3.0, n=150):

@@ -40,7 +40,6 @@ import time
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import autograd.numpy as anp
 import matplotlib
 
 matplotlib.use("Agg")
@@ -55,7 +54,7 @@ from avb_minimal import objectives as O  # noqa: E402
 from avb_minimal.data import four_points  # noqa: E402
 from avb_minimal.distributions import log_normal_diag, log_std_normal  # noqa: E402
 from avb_minimal.trees import tree_flatten  # noqa: E402
-from avb_minimal.ops import bernoulli_loglik, softplus  # noqa: E402
+from avb_minimal.ops import bernoulli_loglik  # noqa: E402
 from avb_minimal.optim import Adam, adam_init, adam_step  # noqa: E402
 from avb_minimal.progress import Progress  # noqa: E402
 
@@ -104,23 +103,24 @@ def check_algorithm2(rng):
 
     def zbar_of(enc):                                                              # line 9
         z, _, _ = M.noise_basis_encoder(enc, x, eps, arch.act)
-        return z, (z - mu) / np.sqrt(var + M.AC_VAR_FLOOR)
+        return z, M.normalise(z, mu, var)                                          # mu, var: constants
 
     def line12(enc):    # g_phi: grad [-T(x, z_bar) + ||z_bar||^2 / 2 + log p(x, z)]   eq. (4.2)
         z, zb = zbar_of(enc)
-        log_pxz = bernoulli_loglik(x, M.decoder_logits(params["dec"], z, arch.act)) + log_std_normal(z)
-        return anp.mean(-M.adversary(params["adv"], x, zb, arch.act) + 0.5 * anp.sum(zb ** 2, 1) + log_pxz)
+        return O.ac_generator_objective(M.adversary(params["adv"], x, zb, arch.act), zb,
+                                        bernoulli_loglik(x, M.decoder_logits(params["dec"], z, arch.act)),
+                                        log_std_normal(z))
 
     def line13(adv):    # g_psi: grad [log sigma(T(x, z_bar)) + log(1 - sigma(T(x, eta)))]   eq. (3.3)
-        _, zb = zbar_of(params["enc"])
-        log_sig = lambda t: -softplus(-t)                                          # noqa: E731
-        return anp.mean(log_sig(M.adversary(adv, x, zb, arch.act)) + log_sig(-M.adversary(adv, x, eta, arch.act)))
+        _, zb = zbar_of(params["enc"])                                             # -(the adversary's loss)
+        return -O.adversary_loss(M.adversary(adv, x, zb, arch.act), M.adversary(adv, x, eta, arch.act))
 
     for name, mine, lib in (("phi", grad(line12)(params["enc"]), g_lib["enc"]),
                             ("psi", grad(line13)(params["adv"]), g_lib["adv"])):
         for a, b in zip(tree_flatten(mine), tree_flatten(lib)):
             assert np.allclose(a, -b, rtol=1e-9, atol=1e-12), name
-    print("Algorithm 2, lines 12-13 written out (mu, sigma constant) == gradient of avb_losses('avb_ac')  [ok]")
+    print("Algorithm 2, lines 9, 12, 13, one player at a time (mu, sigma constant) == gradient of "
+          "avb_losses('avb_ac')  [ok]")
 
 
 # %% A known q(z|x) far from the prior: narrow, bimodal, off-centre

@@ -44,11 +44,10 @@ import numpy as np  # noqa: E402
 
 from avb_minimal import backend, ops  # noqa: E402
 from avb_minimal.chapter import chapter_args  # noqa: E402
+from avb_minimal.fast.emulate import compile_emulated  # noqa: E402   the .cu on the CPU, as the tests run it
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, os.pardir, "runs", "chapters")
-sys.path.insert(0, os.path.join(HERE, os.pardir, "tests"))   # the emulation harness the tests use
-import strict_device  # noqa: E402
 
 WHAT_GOES_WRONG = """What goes wrong
 - A thread that returns early (row >= B) before row_sum never reaches its __syncthreads:
@@ -84,7 +83,7 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     print("The row-wise kernel's device function (kernels/inner_product.cu):\n")
     print(row_dot_source())
-    mod = strict_device.compile_emulated()["inner_product"]
+    mod = compile_emulated()["inner_product"]
     rows = [(64, 33), (512, 129), (1823, 781)] if not args.quick else [(64, 33), (300, 101)]
     times = []
     for B, H in rows:                                         # %% row-wise, asserted and timed

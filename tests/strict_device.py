@@ -25,12 +25,6 @@ module); `tests/conftest.py` gives tests a `device` fixture: real cupy where a G
 present, this stand-in everywhere else.
 """
 import contextlib
-import ctypes
-import os
-import re
-import shutil
-import subprocess
-import tempfile
 import types
 
 import numpy as np
@@ -38,6 +32,8 @@ from autograd import make_vjp
 
 from avb_minimal import backend, ops
 from avb_minimal.fast import device_ops
+# the .cu files on the CPU (g++ and kernels/cuda_emulation.h): the package's, re-exported here
+from avb_minimal.fast.emulate import GXX, EmulatedModule, KernelTrap, compile_emulated, emulated_module  # noqa: F401
 
 IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. "
             "Please use `.get()` to construct a NumPy array explicitly.")
@@ -462,84 +458,3 @@ REFERENCE = {"gemm_nn": _gemm(False, False), "gemm_nt": _gemm(False, True), "gem
              "ip_rows": _ip_rows, "ip_rows_vjp": _ip_rows_vjp, "ip_rows_logistic": _ip_rows_logistic,
              "ip_pairs": _ip_pairs, "ip_pairs_vjp_F": _ip_pairs_vjp_F, "ip_pairs_vjp_G": _ip_pairs_vjp_G,
              "bern_loglik": _bern_loglik, "bern_loglik_vjp": _bern_loglik_vjp}
-
-
-# ------------------------------------------------------------------ kernels: the .cu on the CPU
-GXX = shutil.which("g++")
-
-
-def _c_arg(a):
-    if a is None:
-        return ctypes.c_void_p(None)
-    if isinstance(a, np.ndarray):
-        # C-contiguous, or (gemm's operands) views whose last axis is contiguous, the kernel
-        # reading them through the row strides it is given
-        assert a.flags.c_contiguous or a.strides[-1] == a.itemsize, "kernels take arrays with a contiguous last axis"
-        return ctypes.c_void_p(a.ctypes.data)
-    if isinstance(a, np.int32):
-        return ctypes.c_int32(int(a))
-    raise TypeError(f"kernel arguments are arrays, None or numpy.int32 (explicit 32-bit sizes), "
-                    f"got {type(a).__name__}")
-
-
-class KernelTrap(RuntimeError):
-    """A kernel called __trap() (a blanked course task's body does)."""
-
-
-class EmulatedModule:
-    """A kernels/*.cu compiled for the CPU; get_function(name)(grid, block, args) like cupy."""
-
-    def __init__(self, path):
-        self.lib = ctypes.CDLL(str(path))
-
-    def get_function(self, name):
-        launch = getattr(self.lib, "emu_launch_" + name)
-        launch.restype = ctypes.c_int
-
-        def fn(grid, block, args):
-            g, b = tuple(grid) + (1,) * (3 - len(grid)), tuple(block) + (1,) * (3 - len(block))
-            held = [_c_arg(a) for a in args]
-            argv = (ctypes.c_void_p * len(held))(*[ctypes.cast(ctypes.pointer(h), ctypes.c_void_p)
-                                                   for h in held])
-            rc = launch(*[ctypes.c_uint(v) for v in g + b], argv)
-            if rc == 2:
-                raise KernelTrap(f"{name}: a thread called __trap()")
-            if rc != 0:
-                raise RuntimeError(f"{name}: invalid launch shape grid={g} block={b}")
-        return fn
-
-
-_EMULATED = {}
-
-
-def compile_emulated(out_dir=None):
-    """{stem: EmulatedModule}: every kernels/*.cu compiled with g++ (in parallel), once."""
-    if _EMULATED:
-        return _EMULATED
-    if GXX is None:
-        raise RuntimeError("g++ is not on the PATH: cannot build the CPU emulation of the kernels")
-    out = out_dir or tempfile.mkdtemp(prefix="avb-emulated-")
-    procs = {}
-    for source in backend.KERNEL_FILES:
-        stem = source[:-3]
-        with open(os.path.join(backend.kernels_dir(), source), encoding="utf-8") as fh:
-            text = fh.read()
-        names = re.findall(r"__global__ void (\w+)##SFX", text)
-        exports = "".join(f"EMU_EXPORT({n}{sfx})\n" for n in names for sfx in ("f32", "f64"))
-        exports += "".join(f"EMU_EXPORT({n})\n" for n in re.findall(r"__global__ void (\w+)\(", text))
-        cpp = os.path.join(out, f"{stem}.cpp")
-        with open(cpp, "w", encoding="utf-8") as fh:
-            fh.write(f'#include "cuda_emulation.h"\n#include "{source}"\n{exports}')
-        procs[stem] = subprocess.Popen(
-            [GXX, "-std=c++20", "-O2", "-pthread", "-shared", "-fPIC", "-Wall", "-Werror",
-             "-I", backend.kernels_dir(), cpp, "-o", os.path.join(out, f"{stem}.so")],
-            stderr=subprocess.PIPE, text=True)
-    for stem, p in procs.items():
-        if p.wait() != 0:
-            raise RuntimeError(p.stderr.read())
-    _EMULATED.update({stem: EmulatedModule(os.path.join(out, f"{stem}.so")) for stem in procs})
-    return _EMULATED
-
-
-def emulated_module(stem):
-    return compile_emulated()[stem]

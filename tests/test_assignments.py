@@ -23,6 +23,7 @@ from avb_minimal.__main__ import main
 from avb_minimal.course import build as CB
 from avb_minimal.course import grade as CG
 from avb_minimal.course import tasks as CT
+from avb_minimal.course.answers import ANSWERS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
@@ -75,7 +76,10 @@ def test_student_tree_layout_and_handouts(student):
     for d in ("avb_minimal", "kernels", "chapters", "tests", "handouts"):
         assert (student / d).is_dir(), d
     assert (student / "setup.py").is_file() and (student / "STUDENT.md").is_file()
-    assert not (student / "tests" / "test_assignments.py").exists()
+    for f in CT.STUDENT_DROP:                             # nor the formulas, the mutations, ...
+        assert not (student / f).exists(), f
+    assert (student / CT.REFERENCE_STORE).is_file()       # ... but the values the tests compare with
+    assert "ANSWERS = {}" in (student / CT.ANSWERS_MODULE).read_text()
     assert not list(student.rglob("__pycache__")) and not (student / ".git").exists()
     assert json.loads((student / CT.TREE_TASKS).read_text())["tasks"] == list(CT.TASKS)
     for t, m in CT.TASKS.items():
@@ -217,15 +221,58 @@ def test_a_bad_tasks_json_is_named(tmp_path, content, capsys):
 
 
 def test_no_answer_is_left_in_the_student_tree_and_every_pattern_finds_one_in_the_solution(student):
-    """The `answers` patterns (the code forms of each answer: the function itself, its
-    fast-path twin, its naive reference, the kernel) find nothing in the student tree's
-    library, kernels and chapters, and each finds at least one line of the solution tree."""
+    """The patterns of course/answers.py (the code forms of each answer: the function itself,
+    its fast-path twin, its naive reference, the kernel, a test's or a chapter's expected value)
+    find nothing in any file of the student tree (tests and top-level files included), and
+    each finds at least one line of the solution tree outside answers.py itself."""
     assert CB.find_answers(str(student), list(CT.TASKS)) == []
-    found = CB.find_answers(ROOT, list(CT.TASKS))
-    for t, m in CT.TASKS.items():
-        assert m["answers"], t
-        for p in m["answers"]:
+    files = CB._shipped_files(str(student))
+    assert {"tests/test_ops.py", "tests/reference_values.py", "chapters/01_elbo.py", "STUDENT.md"} <= set(files)
+    assert not [f for f in files if f.startswith(CT.ANSWER_SKIP)]
+    found = [f for f in CB.find_answers(ROOT, list(CT.TASKS)) if not f.startswith(CT.ANSWERS_MODULE)]
+    assert set(ANSWERS) == set(CT.TASKS)
+    for t, patterns in ANSWERS.items():
+        assert patterns, t
+        for p in patterns:
             assert any(f"task {t}'s answer ({p})" in line for line in found), (t, p)
+
+
+def test_a_test_that_spells_an_answer_is_refused(tmp_path):
+    """The grep covers the tests the tree ships: an expected value written out as the answer
+    (here task 0.3's VJP) stops the build, naming the test file."""
+    src = _copy_source(tmp_path / "src")
+    t = src / "tests" / "test_ops.py"
+    t.write_text(t.read_text() + "\n\ndef test_vjp_by_hand(x, l, g):\n"
+                 "    return g[:, None] * (x - 1 / (1 + np.exp(-l)))\n")
+    with pytest.raises(ValueError,
+                       match=r"would still hold answers \(1 line\(s\)\): tests/test_ops.py:\d+: task 0.3's"):
+        CB.build(str(tmp_path / "out"), tasks="0.3", source=str(src), check=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_student_trees_tests_compare_with_stored_values_and_fail_a_wrong_answer(student, tmp_path):
+    """In the student tree the expected values come from tests/reference_values.npz (no formula
+    ships): task 3.2's own test fails on the stub, fails on a wrong sign, passes on the answer."""
+    tree = tmp_path / "tree"
+    shutil.copytree(student, tree)
+    env = dict(ENV, PYTHONPATH=str(tree))
+    test = ["tests/test_objectives.py::test_generator_objective_is_the_batch_mean_of_minus_T_plus_loglik"]
+    obj = tree / "avb_minimal" / "objectives.py"
+    text = obj.read_text()
+    stub = next(ln for ln in text.splitlines() if "raise NotImplementedError('Task 3.2" in ln)
+
+    def run(body):
+        if body is not None:
+            obj.write_text(text.replace(stub, stub[:len(stub) - len(stub.lstrip())] + body))
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *test], cwd=tree,
+                              env=env, capture_output=True, text=True, timeout=300)
+    r = run(None)
+    assert r.returncode == 1 and "NotImplementedError: Task 3.2" in r.stdout, r.stdout[-2000:]
+    r = run("return np.mean(T_q + loglik)")                   # the wrong sign of T
+    assert r.returncode == 1 and "1 failed" in r.stdout, r.stdout[-2000:]
+    r = run("return np.mean(loglik - T_q)")
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert not (tree / "tests" / "reference_formulas.py").exists()
 
 
 @pytest.mark.slow
@@ -250,7 +297,8 @@ def test_build_refuses_a_tree_with_an_answer_left_in_another_form(tmp_path):
     src = _copy_source(tmp_path / "src")
     ops = src / "avb_minimal" / "ops.py"
     ops.write_text(ops.read_text() + "\n\ndef rowdot_twin(F, G):\n    return np.sum(F * G, axis=-1)\n")
-    with pytest.raises(ValueError, match=r"would still hold answers: avb_minimal/ops.py:\d+: task 5.2's answer"):
+    with pytest.raises(ValueError,
+                       match=r"would still hold answers \(\d+ line\(s\)\): avb_minimal/ops.py:\d+: task 5.2's answer"):
         CB.build(str(tmp_path / "out"), tasks="5.2", source=str(src), check=False)
     assert not (tmp_path / "out").exists()
     CB.build(str(tmp_path / "out2"), tasks="3.1", source=str(src), check=False)   # not 5.2: fine
@@ -269,7 +317,7 @@ def test_build_refuses_a_task_whose_tests_pass_with_it_blanked(tmp_path):
                         f"    if False:\n        ### BEGIN SOLUTION task 5.1: {begin.group(2)}\n        pass\n"
                         "        ### END SOLUTION\n    return float(d * np.mean(", 1)
     ev.write_text(text)
-    with pytest.raises(ValueError, match=r"would still hold answers: avb_minimal/evaluate.py"):
+    with pytest.raises(ValueError, match=r"would still hold answers \(1 line\(s\)\): avb_minimal/evaluate.py"):
         CB.build(str(tmp_path / "out"), tasks="5.1", source=str(src))   # the grep sees the code first
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match=r"task 5.1: with its regions blanked and every other task solved, "

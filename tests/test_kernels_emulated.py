@@ -3,7 +3,8 @@ kernels/cuda_emulation.h (one std::thread per CUDA thread, std::barrier for
 __syncthreads, blocks one after another) and ctypes calls the kernels with the
 convention of cupy.RawKernel: fn(grid, block, args).
 
-Checked against NumPy references: irregular shapes (1823 x 781) and 1 x 1, grids
+Checked against the ops' NumPy forms run in float64, and their VJPs (tests/test_ops.py
+checks those against the float64 reference values): irregular shapes (1823 x 781) and 1 x 1, grids
 with several blocks in each dimension (and grids smaller than the work, which the
 kernels' grid-stride loops must cover), float32 and float64, logits of +-1e4,
 zero-size batches; then the ops' own kernel path (shapes, 32-bit sizes, contiguous
@@ -41,14 +42,12 @@ def _data(rng, shape, dt, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(dt)
 
 
-# NumPy references, computed in float64.
-def _softplus64(t):
-    t = np.asarray(t, np.float64)
-    return np.maximum(t, 0) + np.log1p(np.exp(-np.abs(t)))
-
-
-def _sigmoid64(t):
-    return 0.5 * (np.tanh(0.5 * np.asarray(t, np.float64)) + 1)
+def _numpy_op(op, args, g):
+    """The reference: op(*args) on the NumPy path of ops in float64, and its VJPs with respect
+    to every argument at the incoming gradient g.  -> (out, (d_arg, ...))."""
+    args = [np.asarray(a, np.float64) for a in args]
+    vjp, out = make_vjp(op, tuple(range(len(args))))(*args)
+    return out, vjp(np.asarray(g, np.float64))
 
 
 # ------------------------------------------------------------------ row kernels
@@ -65,11 +64,12 @@ def test_ip_rows_and_vjp(emulated, rng, dt, shape, block, grid):
     F, G, g = _data(rng, shape, dt), _data(rng, shape, dt), _data(rng, B, dt)
     T = np.full(B, np.nan, dt)
     _run(emulated, "inner_product", "ip_rows", dt, grid, block, F, G, T, np.int32(B), np.int32(H))
-    assert np.allclose(T, np.einsum("bh,bh->b", F.astype(np.float64), G), **TOL[dt])
+    T_ref, (dF_ref, dG_ref) = _numpy_op(ops.inner_product_rows, (F, G), g)
+    assert np.allclose(T, T_ref, **TOL[dt])
     dF, dG = np.full(shape, np.nan, dt), np.full(shape, np.nan, dt)
     _run(emulated, "inner_product", "ip_rows_vjp", dt, grid, block, F, G, g, dF, dG,
          np.int32(B), np.int32(H))
-    assert np.allclose(dF, g[:, None] * G, **TOL[dt]) and np.allclose(dG, g[:, None] * F, **TOL[dt])
+    assert np.allclose(dF, dF_ref, **TOL[dt]) and np.allclose(dG, dG_ref, **TOL[dt])
     dF2 = np.full(shape, np.nan, dt)                    # a null output is skipped
     _run(emulated, "inner_product", "ip_rows_vjp", dt, grid, block, F, G, g, dF2, None,
          np.int32(B), np.int32(H))
@@ -88,16 +88,17 @@ def test_ip_rows_logistic_is_stable_at_extreme_logits(emulated, rng, dt, label):
     loss, dT = np.full(B, np.nan, dt), np.full(B, np.nan, dt)
     _run(emulated, "inner_product", "ip_rows_logistic", dt, (7,), (8, 8), F, G, c, np.int32(label),
          loss, dT, np.int32(B), np.int32(H))
-    T = np.einsum("bh,bh->b", F.astype(np.float64), G) + c
+    F64, G64 = F.astype(np.float64), G.astype(np.float64)
+    loss_ref, (dT_ref,) = _numpy_op(lambda c: ops.inner_product_logistic(F64, G64, c, label), (c,), np.ones(B))
     assert np.all(np.isfinite(loss)) and np.all(np.isfinite(dT))
-    assert np.allclose(loss, _softplus64(-T if label else T), **TOL[dt])
-    assert np.allclose(dT, _sigmoid64(T) - label, **TOL[dt])
+    assert np.allclose(loss, loss_ref, **TOL[dt])
+    assert np.allclose(dT, dT_ref, **TOL[dt])                  # d loss / d offset = d loss / dT
     expect = [0.0, 1e4, 0.0, np.log(2)] if label else [1e4, 0.0, 30.0, np.log(2)]
     assert np.allclose(loss[:4], expect, rtol=1e-6, atol=1e-6)
     c_none = np.full(B, np.nan, dt)                       # offset pointer may be null
     _run(emulated, "inner_product", "ip_rows_logistic", dt, (3,), (4, 4), F, G, None, np.int32(label),
          c_none, dT, np.int32(B), np.int32(H))
-    assert np.allclose(c_none, _softplus64(-(T - c) if label else T - c), **TOL[dt])
+    assert np.allclose(c_none, ops.inner_product_logistic(F64, G64, None, label), **TOL[dt])
 
 
 # ------------------------------------------------------------------ all-pairs kernels
@@ -113,15 +114,15 @@ PAIR_CASES = [((1823, 781, 7), 4, (3, 2)),       # several blocks per grid dimen
 def test_ip_pairs_and_vjps(emulated, rng, dt, sizes, t, grid):
     B, M, H = sizes
     F, G, g = _data(rng, (B, H), dt), _data(rng, (M, H), dt), _data(rng, (B, M), dt)
-    F64, G64, g64 = F.astype(np.float64), G.astype(np.float64), g.astype(np.float64)
+    T_ref, (dF_ref, dG_ref) = _numpy_op(ops.inner_product_all_pairs, (F, G), g)
     dims = (np.int32(B), np.int32(M), np.int32(H))
     T = np.full((B, M), np.nan, dt)
     _run(emulated, "inner_product", "ip_pairs", dt, grid, (t, t), F, G, T, *dims)
-    assert np.allclose(T, F64 @ G64.T, **TOL[dt])
+    assert np.allclose(T, T_ref, **TOL[dt])
     dF, dG = np.full((B, H), np.nan, dt), np.full((M, H), np.nan, dt)
     _run(emulated, "inner_product", "ip_pairs_vjp_F", dt, grid, (t, t), g, G, dF, *dims)
     _run(emulated, "inner_product", "ip_pairs_vjp_G", dt, grid, (t, t), g, F, dG, *dims)
-    assert np.allclose(dF, g64 @ G64, **TOL[dt]) and np.allclose(dG, g64.T @ F64, **TOL[dt])
+    assert np.allclose(dF, dF_ref, **TOL[dt]) and np.allclose(dG, dG_ref, **TOL[dt])
 
 
 # ------------------------------------------------------------------ Bernoulli kernels
@@ -132,13 +133,12 @@ def test_bernoulli_and_vjp(emulated, rng, dt, shape, block, grid):
     x, l, g = (rng.random(shape) < 0.5).astype(dt), _data(rng, shape, dt, 4.0), _data(rng, B, dt)
     out = np.full(B, np.nan, dt)
     _run(emulated, "bernoulli", "bern_loglik", dt, grid, block, x, l, out, np.int32(B), np.int32(D))
-    l64 = l.astype(np.float64)
-    assert np.allclose(out, np.sum(x * l64 - _softplus64(l64), axis=1), **TOL[dt])
+    out_ref, (dx_ref, dl_ref) = _numpy_op(ops.bernoulli_loglik, (x, l), g)
+    assert np.allclose(out, out_ref, **TOL[dt])
     dx, dl = np.full(shape, np.nan, dt), np.full(shape, np.nan, dt)
     _run(emulated, "bernoulli", "bern_loglik_vjp", dt, grid, block, x, l, g, dx, dl,
          np.int32(B), np.int32(D))
-    assert np.allclose(dx, g[:, None] * l64, **TOL[dt])
-    assert np.allclose(dl, g[:, None] * (x - _sigmoid64(l64)), **TOL[dt])
+    assert np.allclose(dx, dx_ref, **TOL[dt]) and np.allclose(dl, dl_ref, **TOL[dt])
 
 
 @pytest.mark.parametrize("dt", DTYPES)
@@ -157,7 +157,7 @@ def test_bernoulli_is_exact_at_logits_1e4(emulated, rng, dt):
     assert np.all(np.isfinite(out)) and np.allclose(out, exact, rtol=1e-6, atol=0)
     _run(emulated, "bernoulli", "bern_loglik_vjp", dt, (11,), (16, 4), x, l, np.ones(B, dt), None, dl,
          np.int32(B), np.int32(D))
-    assert np.array_equal(dl, (x - (l > 0)).astype(dt))    # sigmoid(+-5e3 or more) is exactly 1 / 0
+    assert np.array_equal(dl, np.where(l > 0, x - 1, x))     # sigmoid(+-5e3 or more) is exactly 1 / 0
 
 
 @pytest.mark.task5_2

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from autograd.test_util import check_grads
+from reference_values import expect
 
 from avb_minimal import nn
 
@@ -36,11 +37,9 @@ def test_mlp_is_affine_layers_with_the_activation_between(rng):
     params = nn.init_mlp(rng, [3, 5, 4, 2], np.float64)
     params = [(W, b + rng.standard_normal(b.shape)) for W, b in params]   # non-zero biases
     x = rng.standard_normal((6, 3))
-    h = np.tanh(x @ params[0][0] + params[0][1])
-    h = np.tanh(h @ params[1][0] + params[1][1])
-    assert np.allclose(nn.mlp(params, x, np.tanh), h @ params[2][0] + params[2][1])
-    W, b = params[0]
-    assert np.allclose(nn.mlp([(W, b)], x), x @ W + b)                   # one layer: affine only
+    ref = expect("mlp", params=params, x=x, act="tanh")
+    assert np.allclose(nn.mlp(params, x, np.tanh), ref["out"])
+    assert np.allclose(nn.mlp(params[:1], x), ref["first_layer"])        # one layer: affine only
 
 
 @pytest.mark.task0_1

@@ -47,15 +47,17 @@ def test_validate_rejects_non_finite_values_and_the_hot_path_lets_them_through(r
 def test_non_contiguous_inputs_give_the_same_values(rng):
     F, G = rng.standard_normal((6, 10)), rng.standard_normal((6, 10))
     Fs, Gs = F[:, ::2], G[::-1, 1::2]
-    assert np.allclose(ops.inner_product_rows(Fs, Gs), np.sum(Fs * Gs, 1))
-    assert np.allclose(ops.inner_product_all_pairs(Fs, Gs), Fs @ Gs.T)
-    assert np.allclose(ops.bernoulli_loglik(Fs > 0, Gs), ops.bernoulli_loglik_naive(Fs > 0, Gs))
+    Fc, Gc = np.ascontiguousarray(Fs), np.ascontiguousarray(Gs)
+    assert not Fs.flags.c_contiguous and not Gs.flags.c_contiguous and Fc.flags.c_contiguous
+    assert np.allclose(ops.inner_product_rows(Fs, Gs), ops.inner_product_rows(Fc, Gc))
+    assert np.allclose(ops.inner_product_all_pairs(Fs, Gs), ops.inner_product_all_pairs(Fc, Gc))
+    assert np.allclose(ops.bernoulli_loglik(Fs > 0, Gs), ops.bernoulli_loglik(Fc > 0, Gc))
 
 
 @pytest.mark.parametrize("label", [0, 1])
 def test_fused_logistic_matches_the_composition_and_has_exact_grads(rng, label):
     F, G, c = rng.standard_normal((9, 5)), rng.standard_normal((9, 5)), rng.standard_normal(9)
-    T = np.sum(F * G, 1) + c
+    T = ops.inner_product_rows(F, G) + c
     assert np.allclose(ops.inner_product_logistic(F, G, c, label), ops.softplus(-T if label else T))
     assert np.allclose(ops.inner_product_logistic(F, G, c, label),
                        ops.inner_product_logistic_naive(F, G, c, label))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from autograd import grad
 from autograd.tracer import getval
+from reference_values import expect
 from scipy.optimize import minimize
 
 from avb_minimal import models as M
@@ -106,7 +107,6 @@ def test_eq37_gradient_with_T_star_fixed_is_the_elbo_gradient(rng):
 from autograd.scipy.special import logsumexp  # noqa: E402
 
 from avb_minimal import train as TR  # noqa: E402
-from avb_minimal.distributions import kl_diag_normal_std  # noqa: E402
 from avb_minimal.nn import concatenate, linear  # noqa: E402
 
 G_IDENTITY = [(np.eye(3), np.zeros(3))]
@@ -158,15 +158,6 @@ def _step_gradients(p, x, eps, z_neg, kind="avb", negatives="pairs"):
     return grad(total)(p)
 
 
-def _elbo(p, x, eps):
-    """eq. (2.1)-(2.4) in closed form for this encoder: E log p(x|z) (same noise) - KL."""
-    (W, b), = p["enc"]
-    mean = anp.dot(x, W[:4]) + b
-    log_var = 2 * anp.log(anp.abs(W[4])) * anp.ones_like(mean)
-    z = mean + anp.exp(0.5 * log_var) * eps
-    return anp.mean(bernoulli_loglik(x, M.decoder_logits(p["dec"], z, ARCH.act)) - kl_diag_normal_std(mean, log_var))
-
-
 def _flat(tree):
     from avb_minimal.trees import tree_flatten
     return np.concatenate([np.ravel(a) for a in tree_flatten(tree)])
@@ -200,33 +191,12 @@ def test_prop2_the_generator_gradient_of_the_step_is_the_elbo_gradient(quadratic
     p = _model()
     x, eps, z_neg = _data()
     p["adv"] = _T_star(p)
-    g, g_elbo = _step_gradients(p, x, eps, z_neg), grad(_elbo)(p, x, eps)
+    g_elbo = expect("prop_elbo_grad", p=p, x=x, eps=eps, arch=ARCH)     # the ELBO's, in closed form
+    g = _step_gradients(p, x, eps, z_neg)
     for part in ("dec", "enc"):
         tol = 1e-10 if part == "dec" else 0.02
-        assert np.allclose(_flat(g[part]), -_flat(g_elbo[part]), atol=tol), part
-    assert np.max(np.abs(_flat(g_elbo["enc"]))) > 0.1          # the check has power: not at an optimum
-
-
-def _elbo_optimum(p, x, eps):
-    """(theta*, phi*): the ELBO's maximum for this model on the sample (scipy, the test's own ELBO)."""
-    from scipy.optimize import minimize
-    keys = [("enc", 0), ("dec", 0)]
-    shapes = [(p[k][i][0].shape, p[k][i][1].shape) for k, i in keys]
-
-    def unpack(v):
-        out, o = dict(p), 0
-        for (k, i), (sw, sb) in zip(keys, shapes):
-            nw, nb = int(np.prod(sw)), int(np.prod(sb))
-            out[k] = [(anp.reshape(v[o:o + nw], sw), v[o + nw:o + nw + nb])]
-            o += nw + nb
-        return out
-    v0 = np.concatenate([np.concatenate([np.ravel(p[k][i][0]), p[k][i][1]]) for k, i in keys])
-    f = lambda v: -_elbo(unpack(v), x, eps)  # noqa: E731
-    r = minimize(f, v0, jac=grad(f), method="BFGS", options={"gtol": 1e-9, "maxiter": 2000})
-    q = unpack(r.x)
-    q["enc"] = [(np.array(a), np.array(b)) for a, b in q["enc"]]
-    q["dec"] = [(np.array(a), np.array(b)) for a, b in q["dec"]]
-    return q
+        assert np.allclose(_flat(g[part]), -g_elbo[part], atol=tol), part
+    assert np.max(np.abs(g_elbo["enc"])) > 0.1                # the check has power: not at an optimum
 
 
 @pytest.mark.task3_1
@@ -240,7 +210,9 @@ def test_prop3_the_elbo_optimum_with_T_star_is_a_nash_equilibrium_of_the_step(qu
     The proof's steps, eq. (I.7), eq. (I.8), eq. (I.9), eq. (I.10), eq. (I.11): with T = T*
     fixed, eq. (3.7) is the ELBO plus KL(q_phi, q_phi*), stationary at phi = phi*."""
     x, eps, z_neg = _data()
-    p = _elbo_optimum(_model(), x, eps)
+    p = _model()
+    opt = expect("prop_elbo_optimum", p=p, x=x, eps=eps, arch=ARCH)    # the ELBO's maximum, by BFGS
+    p = dict(p, enc=[(opt["enc_W"], opt["enc_b"])], dec=[(opt["dec_W"], opt["dec_b"])])
     p["adv"] = _T_star(p)
     g = _step_gradients(p, x, eps, z_neg)
     assert np.max(np.abs(_flat(g["adv"]))) < 0.02, g["adv"]
@@ -320,22 +292,14 @@ def test_prop1_under_adaptive_contrast_the_contrast_matches_q(quadratic_adversar
     n = 20000
     x = np.repeat(np.eye(4), n, axis=0)
     eps, z_neg = rng.standard_normal((4 * n, 3, 1)), rng.standard_normal((4 * n, 1))
+    # the ELBO's gradient in the a-net, for a Gaussian q = N(mean, var) with the population
+    # moments of eq. (III.2)-(III.3) (the reference's closed form; compared below)
+    g_elbo = expect("ac_elbo_grad", enc=p["enc"], dec=p["dec"], x=x, eps=eps, arch=arch)
     a = {}
     g = grad(lambda q: sum(O.avb_losses(q, "avb_ac", x, eps, z_neg, arch, "pairs", a)))(p)
     assert np.max(np.abs(_flat(g["adv"]))) < 0.02, g["adv"]
     assert abs(a["T_q"]) < 1e-12
     # ... and with T = T* = 0 the generator's gradient of eq. (4.2) (Algorithm 2, line 12) is the
     # ELBO's: q = N(mean, var) with the population moments of eq. (III.2)-(III.3)
-    def elbo(enc):
-        out = M.mlp(enc["a"], x)                                 # (B, (m + 1) dz)
-        z0, a_ = out[:, :1], anp.reshape(out[:, 1:], (-1, 3, 1))
-        (W1, b1), (W2, b2) = enc["v"]                            # v_i = (eps W1_i + b1_i) W2_i + b2_i
-        v_mean = (b1[:, 0] * W2[:, 0] + b2[:, 0])[None]          # (1, m, dz)
-        v_var = ((W1[:, 0, 0] * W2[:, 0, 0])[:, None] ** 2)[None]
-        mean, var = z0 + anp.sum(a_ * v_mean, 1), anp.sum(a_ ** 2 * v_var, 1)
-        z, _, _ = M.noise_basis_encoder(enc, x, eps, arch.act)
-        ll = bernoulli_loglik(x, M.decoder_logits(p["dec"], z, arch.act))
-        return anp.mean(ll - kl_diag_normal_std(mean, anp.log(var)))
-    g_elbo = grad(elbo)(p["enc"])
-    ge, gl = _flat(g["enc"]["a"]), -_flat(g_elbo["a"])          # the a-net: z0(x) and a_i(x)
+    ge, gl = _flat(g["enc"]["a"]), -g_elbo["a"]                  # the a-net: z0(x) and a_i(x)
     assert np.linalg.norm(ge - gl) < 0.05 * np.linalg.norm(gl), np.linalg.norm(ge - gl) / np.linalg.norm(gl)

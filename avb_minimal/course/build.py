@@ -4,24 +4,35 @@ handout per task, and a short README of its own.
     python -m avb_minimal assignments build OUT [--tasks 3.1,3.2] [--no-check]
 
 Before it writes OUT, build checks that the tree hands out no answers: (1) no code form of a
-chosen task's answer (the manifest's `answers` patterns) is left anywhere in the library,
-the kernels or the chapters; (2) for each chosen task, a tree with that task alone blanked
-(every other task solved) fails every test of that task.  A fast-path twin, a naive
-reference or a helper that computes the answer in another form would make (1) or (2) fail.
+chosen task's answer (the patterns of `answers.py`) is left anywhere in the tree (library,
+kernels, chapters, tests, top-level files; the handouts and the manifest state the equations
+on purpose); (2) for each chosen task, a tree with that task alone blanked (every other task
+solved) fails every test of that task.  A fast-path twin, a naive reference, a helper or a
+test's expected value that computes the answer in another form would make (1) or (2) fail.
+
+The tests' expected values that would spell an answer are computed by
+tests/reference_formulas.py, which the student tree does not get: build runs it in the source
+(the solution) and writes their values into the tree as tests/reference_values.npz.
 """
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import textwrap
 
+from .answers import ANSWERS
 from .grade import grade
 from .tasks import (
-    ANSWER_DIRS,
+    ANSWER_SKIP,
+    ANSWERS_MODULE,
     COPY_IGNORE,
     LOOSE_MARKER,
     MARKER,
+    REFERENCE_FORMULAS,
+    REFERENCE_STORE,
     STUDENT_DIRS,
     STUDENT_DROP,
     STUDENT_FILES,
@@ -104,7 +115,7 @@ def blank(text, regions, chosen, tasks=TASKS):
     return "".join(out), stubs
 
 
-def build(out, tasks=None, source=None, manifest=TASKS, check=True, timeout=1800):
+def build(out, tasks=None, source=None, manifest=TASKS, check=True, timeout=1800, answers=ANSWERS):
     """Write the student tree for `tasks` (ids; None: all) from the checkout `source`
     into `out`, which must not exist or be empty.  Everything is written into a
     temporary sibling folder and renamed at the end: on any error nothing is left.
@@ -123,11 +134,6 @@ def build(out, tasks=None, source=None, manifest=TASKS, check=True, timeout=1800
     os.chmod(tmp, 0o777 & ~umask)                 # mkdtemp makes it private (0700)
     try:
         stubs = _write_tree(tmp, root, regions, chosen, manifest)
-        leaks = find_answers(tmp, chosen, manifest)
-        if leaks:
-            raise ValueError("the student tree would still hold answers: " + "; ".join(leaks))
-        if check:
-            check_blanked_tasks_fail(root, regions, chosen, manifest, timeout)
         tests = tests_by_task(os.path.join(tmp, "tests"))
         os.makedirs(os.path.join(tmp, "handouts"))
         for t in chosen:
@@ -139,6 +145,13 @@ def build(out, tasks=None, source=None, manifest=TASKS, check=True, timeout=1800
                 fh.write(student_readme(chosen, regions, manifest))
         with open(os.path.join(tmp, TREE_TASKS), "w", encoding="utf-8") as fh:
             json.dump({"tasks": chosen, "points": {t: manifest[t]["points"] for t in chosen}}, fh, indent=1)
+        leaks = find_answers(tmp, chosen, answers)          # everything the tree ships, as written
+        if leaks:
+            raise ValueError(f"the student tree would still hold answers ({len(leaks)} line(s)): "
+                             + "; ".join(leaks))
+        write_references(root, tmp, timeout)
+        if check:
+            check_blanked_tasks_fail(root, regions, chosen, manifest, timeout)
         if os.path.isdir(out_abs):
             os.rmdir(out_abs)                     # empty (checked above)
         os.rename(tmp, out_abs)
@@ -159,6 +172,9 @@ def _write_tree(tmp, root, regions, chosen, manifest):
     for f in STUDENT_DROP:
         if os.path.exists(os.path.join(tmp, f)):
             os.remove(os.path.join(tmp, f))
+    if os.path.exists(os.path.join(tmp, ANSWERS_MODULE)):
+        with open(os.path.join(tmp, ANSWERS_MODULE), "w", encoding="utf-8") as fh:
+            fh.write(ANSWERS_STUB)
     stubs = {}
     for path in sorted({r.path for r in regions}):
         with open(os.path.join(root, path), encoding="utf-8") as fh:
@@ -177,22 +193,49 @@ def _write_tree(tmp, root, regions, chosen, manifest):
     return stubs
 
 
-def find_answers(tree, tasks, manifest=TASKS):
-    """'path:line: task X.Y's answer (pattern)' for every line of the library, kernels or
-    chapters in `tree` that matches one of the `answers` patterns of `tasks`."""
-    pats = [(t, p, re.compile(p)) for t in tasks for p in manifest[t].get("answers", [])]
-    found = []
-    for top in ANSWER_DIRS:
+ANSWERS_STUB = ('"""The code forms of each task\'s answer, which `assignments build` greps a student\n'
+                'tree for.  This is a student tree: the instructor\'s copy of this module holds them."""\n'
+                '\nANSWERS = {}\n')
+
+
+def write_references(root, tree, timeout=1800):
+    """Run the source's tests/reference_formulas.py (with the source's code) to write the
+    expected values the student tree's tests compare with into TREE/tests/reference_values.npz."""
+    script = os.path.join(root, REFERENCE_FORMULAS)
+    if not os.path.isfile(script):
+        raise ValueError(f"{root!r} lacks {REFERENCE_FORMULAS}: the student tree's tests need the values it records")
+    env = dict(os.environ, PYTHONPATH=root, PYTHONDONTWRITEBYTECODE="1")
+    r = subprocess.run([sys.executable, script, os.path.join(tree, REFERENCE_STORE)], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise RuntimeError(f"{REFERENCE_FORMULAS} failed (exit {r.returncode}):\n{(r.stdout + r.stderr)[-3000:]}")
+
+
+def _shipped_files(tree):
+    """Every file of `tree` a student tree holds (its folders and top-level files), but the
+    ANSWER_SKIP ones and compiled caches: '/'-separated paths relative to tree."""
+    out = sorted(f for f in os.listdir(tree) if os.path.isfile(os.path.join(tree, f)))
+    for top in [*STUDENT_DIRS, "handouts"]:
         for dirpath, dirnames, filenames in os.walk(os.path.join(tree, top)):
             dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-            for fn in sorted(f for f in filenames if f.endswith((".py", ".cu", ".cuh", ".h"))):
-                full = os.path.join(dirpath, fn)
-                rel = os.path.relpath(full, tree).replace(os.sep, "/")
-                if rel.startswith("avb_minimal/course/"):
-                    continue                              # the manifest spells the patterns
-                with open(full, encoding="utf-8") as fh:
-                    for i, line in enumerate(fh, 1):
-                        found += [f"{rel}:{i}: task {t}'s answer ({p})" for t, p, rx in pats if rx.search(line)]
+            out += [os.path.relpath(os.path.join(dirpath, f), tree).replace(os.sep, "/") for f in sorted(filenames)]
+    return [f for f in out if not f.startswith(ANSWER_SKIP) and not f.endswith((".pyc", ".pyo"))]
+
+
+def find_answers(tree, tasks, answers=ANSWERS):
+    """'path:line: task X.Y's answer (pattern)' for every line of a text file in `tree` (see
+    `_shipped_files`; binary files such as figures are skipped) that matches one of the
+    `answers` patterns of `tasks`."""
+    pats = [(t, p, re.compile(p)) for t in tasks for p in answers.get(t, [])]
+    found = []
+    for rel in _shipped_files(tree):
+        try:
+            with open(os.path.join(tree, rel), encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        except (UnicodeDecodeError, OSError):
+            continue                                     # not text: a figure, the reference values
+        for i, line in enumerate(lines, 1):
+            found += [f"{rel}:{i}: task {t}'s answer ({p})" for t, p, rx in pats if rx.search(line)]
     return found
 
 

@@ -25,7 +25,7 @@ import tempfile
 
 from .tasks import (
     STUDENT_DIRS,
-    STUDENT_DROP,
+    GRADER_DROP,
     TASKS,
     TREE_TASKS,
     marker_name,
@@ -127,7 +127,7 @@ def grade(tree, tasks=None, timeout=1800, manifest=TASKS, python=None, tests=Non
             tempfile.TemporaryDirectory(prefix="avb-grade-results-") as private:
         run = os.path.join(work, "run")
         shutil.copytree(source, os.path.join(run, "tests"),
-                        ignore=shutil.ignore_patterns(*[os.path.basename(d) for d in STUDENT_DROP], "__pycache__",
+                        ignore=shutil.ignore_patterns(*[os.path.basename(d) for d in GRADER_DROP], "__pycache__",
                                                       "*.pyc", ".pytest_cache"))
         shutil.copyfile(PLUGIN_FILE, os.path.join(run, "_avb_grade_plugin.py"))
         with open(os.path.join(run, "pytest.ini"), "w", encoding="utf-8") as fh:

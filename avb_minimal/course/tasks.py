@@ -21,8 +21,9 @@ registers them from TASKS), and `grade` runs them in a student tree.
 
 Only the standard library is imported here: tests/conftest.py imports this module.
 
-Longer than 400 lines because the manifest (what each handout says, and the code forms of
-each answer that must not survive blanking) is data that belongs with the scanner.
+The code forms of each answer, which the build greps the student tree for, are in
+`answers.py` (a student tree gets that module empty).  Longer than 400 lines because the
+manifest (what each handout says) is data that belongs with the scanner.
 """
 import os
 import re
@@ -47,8 +48,7 @@ TASKS = {
         chapter="chapters/01_elbo.py",
         paper="sec. 2 (the encoder and decoder networks); avb_minimal/nn.py (linear, elu)",
         prerequisites=[],
-        points=10,
-        answers=[r"^\s*for (i, )?\(?W, b\)? in "]),
+        points=10),
     "0.2": dict(
         title="the Bernoulli log-likelihood (its NumPy form)",
         where="ops._bernoulli_numpy",
@@ -63,8 +63,7 @@ TASKS = {
         chapter="chapters/01_elbo.py",
         paper="eq. (2.1) (the term log p_theta(x | z)); the docstring of avb_minimal/ops.py",
         prerequisites=[],
-        points=10,
-        answers=[r"x - \(?(l > 0|pos)\b", r"np\.log\(1 - p\)", r"np\.multiply\(logits, sign, out", r"x\[o \+ d\] \* ld - relu"]),
+        points=10),
     "0.3": dict(
         title="the Bernoulli log-likelihood's VJP",
         where="ops._bernoulli_vjp",
@@ -77,8 +76,7 @@ TASKS = {
         chapter="chapters/01_elbo.py",
         paper="eq. (2.1); autograd.extend.defvjp / defvjp_argnums",
         prerequisites=["0.2"],
-        points=10,
-        answers=[r"\(x - _?sigmoid\(l\)\)", r"subtract\(x, sig", r"np\.subtract\(sign, t, out", r"gi \* \(x\[o \+ d\] - sigmoid"]),
+        points=10),
     "2.1": dict(
         title="the VAE evidence lower bound, eq. (2.1)",
         where="objectives.vae_elbo",
@@ -93,8 +91,7 @@ TASKS = {
         chapter="chapters/01_elbo.py",
         paper="sec. 2, eq. (2.1)-(2.4)",
         prerequisites=["0.1", "0.2", "0.3"],
-        points=10,
-        answers=[r"loglik - kl_diag_normal_std"]),
+        points=10),
     "3.1": dict(
         title="the adversary's loss, eq. (3.3)",
         where="objectives.adversary_loss",
@@ -109,8 +106,7 @@ TASKS = {
         chapter="chapters/03_adversary.py",
         paper="sec. 3.1, eq. (3.2)-(3.4); supplement I, eq. (I.1)-(I.4)",
         prerequisites=[],
-        points=10,
-        answers=[r"softplus\(-T_pos\)", r"softplus_sigmoid\(-T_pos\)"]),
+        points=10),
     "3.2": dict(
         title="the generator objective, eq. (3.7)",
         where="objectives.generator_objective",
@@ -122,8 +118,7 @@ TASKS = {
         chapter="chapters/04_gradient_identity.py",
         paper="sec. 3.1-3.2, eq. (3.5)-(3.7), Algorithm 1; chapter 05 puts it to work",
         prerequisites=["0.1", "0.2", "0.3", "2.1"],
-        points=10,
-        answers=[r"-T_q \+ loglik", r"mean\(loglik\)\) - T_q"]),
+        points=10),
     "4.1": dict(
         title="adaptive contrast, eq. (4.2)",
         where="models.normalise, objectives.ac_generator_objective",
@@ -137,8 +132,7 @@ TASKS = {
         chapter="chapters/07_adaptive_contrast.py",
         paper="sec. 4, eq. (4.1)-(4.3); supplement II, Algorithm 2",
         prerequisites=[],
-        points=10,
-        answers=[r"\(z - mean\) (/ onp\.sqrt|\* inv_sd)", r"0\.5 \* np\.sum\(z_bar \* z_bar", r"-T_pos \+ prior_pos"]),
+        points=10),
     "5.1": dict(
         title="the k-nearest-neighbour KL estimator",
         where="evaluate.knn_kl",
@@ -153,8 +147,7 @@ TASKS = {
         chapter="chapters/10_eight_schools.py",
         paper="sec. 5.1 (Eight Schools, KL to the HMC posterior); chapter 06 also uses it",
         prerequisites=[],
-        points=10,
-        answers=[r"log\(nu / rho\)"]),
+        points=10),
     "5.2": dict(
         title="the inner-product adversary's NumPy reference",
         where="ops.inner_product_rows, ops._rows_vjp, ops._pairs_T, ops._pairs_dF, ops._pairs_dG",
@@ -170,8 +163,7 @@ TASKS = {
         chapter="chapters/03_adversary.py",
         paper="sec. 5.2 (T(x, z) = <f(x), g(z)>); the docstring of avb_minimal/ops.py",
         prerequisites=[],
-        points=10,
-        answers=[r"np\.dot\(F, G\.T\)", r"F @ G_neg\.T", r"\b[gw]\[:, None\] \* [FG]\b", r"np\.sum\(F \* G", r"\"bh,mh->bm\"", r"gi \* [FG]\[o \+ h\]"]),
+        points=10),
     "5.3": dict(
         title="the row-wise inner-product CUDA kernel",
         where="kernels/inner_product.cu: row_dot",
@@ -190,17 +182,24 @@ TASKS = {
         chapter="chapters/14_kernels.py",
         paper="sec. 5.2 (T(x, z) = <f(x), g(z)>); the comments at the top of kernels/inner_product.cu",
         prerequisites=[],
-        points=10,
-        answers=[r"acc \+= f\[h\] \* g\[h\]"]),
+        points=10),
 }
 
 SCAN_DIR = "avb_minimal"                 # where the regions live (library code only)
 SCAN_EXCLUDE = ("avb_minimal/course/",)   # the tooling mentions the markers itself
 SCAN_KERNELS = "kernels"                 # .cu regions: the same markers as `// ###` comments
-ANSWER_DIRS = ("avb_minimal", "kernels", "chapters")   # where `answers` must not survive blanking
 STUDENT_DIRS = ("avb_minimal", "kernels", "chapters", "tests")
 STUDENT_FILES = ("setup.py", "README.md", "setup.cfg", "MANIFEST.in", "LICENSE")   # those present
-STUDENT_DROP = ("tests/test_assignments.py",)    # checks the solution tree: meaningless there
+GRADER_DROP = ("tests/test_assignments.py",)     # checks the solution tree: meaningless elsewhere
+# what a student tree does not get: the above, and the float64 formulas of the tests' expected
+# values (several are answers; the tree gets their values, tests/reference_values.npz, instead)
+STUDENT_DROP = GRADER_DROP + ("tests/reference_formulas.py",
+                              "tests/mutations.py")    # mutates the solution's objectives: spells them
+REFERENCE_FORMULAS = "tests/reference_formulas.py"   # run in the source: writes the store below
+REFERENCE_STORE = "tests/reference_values.npz"
+ANSWERS_MODULE = "avb_minimal/course/answers.py"     # the answers' code forms: emptied in a student tree
+# where the grep for answers does not look: the handouts and the manifest state the equations
+ANSWER_SKIP = ("handouts/", "avb_minimal/course/tasks.py")
 TREE_TASKS = "handouts/tasks.json"                # the tasks a student tree hands out (grade's default)
 COPY_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "*.egg-info", ".pytest_cache",
                                  "*.so", "*.o")
