@@ -364,6 +364,9 @@ def resume_run(path: str, kind: str, arch: M.Arch, params: dict, states: dict, d
     return trees["params"], states, it, meta["history"], meta["wall_seconds"], rng
 
 
+ADVERSARY_SETTINGS = ("lr_adv", "adv_steps", "negatives")     # what a VAE's training does not read
+
+
 def compare_run(path: str, meta: dict, cfg: TrainConfig, seed: int, allow_change: bool = False) -> None:
     """Stop a resume whose asked seed or configuration is not the checkpoint's (see `resume_run`)."""
     stored, done, asked = meta["config"], meta["iteration"], asdict(cfg)
@@ -375,9 +378,10 @@ def compare_run(path: str, meta: dict, cfg: TrainConfig, seed: int, allow_change
                          "for fewer (resuming cannot undo them): write a shorter run to a new checkpoint")
     diffs = ([f"seed: checkpoint {meta['seed']!r}, asked {seed!r}"]
              if meta.get("seed") is not None and meta["seed"] != seed else [])
+    unused = ADVERSARY_SETTINGS if meta.get("kind") == "vae" else ()        # a VAE has no adversary
     diffs += [f"{k}: checkpoint {stored.get(k, '(none)')!r}, asked {asked.get(k, '(none)')!r}"
               for k in dict.fromkeys(list(asked) + list(stored))
-              if k not in BOOKKEEPING + ("iters",) and stored.get(k, "(none)") != asked.get(k, "(none)")]
+              if k not in BOOKKEEPING + unused + ("iters",) and stored.get(k, "(none)") != asked.get(k, "(none)")]
     if diffs and not allow_change:
         raise ValueError(f"checkpoint {path!r} holds a run with other settings ({'; '.join(diffs)}): resume with "
                          "the checkpoint's settings, write this run elsewhere (--checkpoint / --out), or pass "

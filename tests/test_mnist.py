@@ -204,6 +204,10 @@ def test_an_evaluation_split_over_runs_reuses_what_is_done(tmp_path, rng, capsys
     assert "vae " in capsys.readouterr().out.split("AIS log p(x)")[-1]      # the table shows all three
     # the figure shows every row of the table, read from the checkpoints of the kept ones
     assert added["figure"].endswith("mnist_z8_quick.png") and os.path.exists(added["figure"])
+    # two runs side by side into one JSON: a row the other wrote after this one started is kept
+    row = added.pop("avb")
+    MN._write_keeping_others(str(js), added, ["vae", "avb_ac"], "cpu")     # as if 'avb' were being written
+    assert json.loads(js.read_text())["avb"] == row
     # other settings: everything is evaluated again, and the old JSON is moved aside, not lost
     assert main(argv[:-2] + ["--leapfrog", "3", "--models", "vae"]) == 0
     third = json.loads(js.read_text())

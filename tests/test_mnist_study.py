@@ -9,6 +9,8 @@ from avb_minimal.experiments import mnist_study as S
 
 def test_variants_change_only_what_they_say():
     arch0, cfg0 = S.variant_settings("base", "avb_ac", iters=100)
+    assert cfg0.lr_gen == 2e-4 and cfg0.lr_adv == 5e-4                       # the first setting AVB ran with
+    assert S.variant_settings("lr1e-3", "vae")[1].lr_gen == 1e-3             # the VAE's own
     arch, cfg = S.variant_settings("lr1e-3_wide", "avb_ac", iters=100)
     assert cfg.lr_gen == cfg.lr_adv == 1e-3 and arch.adv_dim == 512 and arch.adv_hidden == (512, 512, 512)
     assert arch.z_dim == arch0.z_dim and arch.hidden == arch0.hidden          # the decoder is Table 2's
@@ -36,7 +38,7 @@ def test_screen_runs_resume_and_gather_into_a_table(tmp_path):
     x = (rng.random((64, 784)) < 0.3).astype(np.float32)
     out = tmp_path / "study"
     for seed in (0, 1):
-        for v, k in (("base", "vae"), ("lr1e-3", "avb_ac")):
+        for v, k in (("base", "avb_ac"), ("lr1e-3", "avb_ac")):
             S.screen_run(v, k, x, x[:6], str(out), iters=10, seed=seed, ais_steps=3, quick=True)
     rec_path = out / "lr1e-3_avb_ac_10_seed1_quick.json"
     rec = json.loads(rec_path.read_text())
@@ -45,9 +47,9 @@ def test_screen_runs_resume_and_gather_into_a_table(tmp_path):
     assert again == rec                                # a finished run is read back, not repeated
     table = S.study_table(str(out))
     rows = {(r["variant"], r["kind"]): r for r in table["rows"]}
-    assert rows[("base", "vae")]["seeds"] == [0, 1] and "vs_reference" not in rows[("base", "vae")]
+    assert rows[("base", "avb_ac")]["seeds"] == [0, 1] and "vs_reference" not in rows[("base", "avb_ac")]
     r = rows[("lr1e-3", "avb_ac")]
-    ref = [json.loads((out / f"base_vae_10_seed{s}_quick.json").read_text())["ais_per_example"] for s in (0, 1)]
+    ref = [json.loads((out / f"base_avb_ac_10_seed{s}_quick.json").read_text())["ais_per_example"] for s in (0, 1)]
     mine = [json.loads((out / f"lr1e-3_avb_ac_10_seed{s}_quick.json").read_text())["ais_per_example"] for s in (0, 1)]
     assert r["vs_reference"] == pytest.approx(float(np.mean(np.mean(mine, 0) - np.mean(ref, 0))))
     text = S.format_study(table)

@@ -107,6 +107,10 @@ def test_a_changed_training_setting_is_named(trained):
     cfg = TrainConfig(**dict(cfgs["vae"].__dict__, iters=20, lr_gen=1e-2, batch=7))
     with pytest.raises(ValueError, match=r"batch: checkpoint \d+, asked 7; lr_gen: checkpoint .*, asked 0.01"):
         train("vae", four_points(), arch, cfg, checkpoint=str(trained))
+    # a VAE has no adversary: its settings may differ (the run extends, nothing is refused)
+    cfg = TrainConfig(**dict(cfgs["vae"].__dict__, iters=22, lr_adv=0.123, adv_steps=3, negatives="all_pairs"))
+    _, info = train("vae", four_points(), arch, cfg, checkpoint=str(trained))
+    assert info["history"][-1]["iteration"] == 22
 
 
 @pytest.mark.parametrize("changes, needle", [
