@@ -53,4 +53,5 @@ def test_screen_runs_resume_and_gather_into_a_table(tmp_path):
     mine = [json.loads((out / f"lr1e-3_avb_ac_10_seed{s}_quick.json").read_text())["ais_per_example"] for s in (0, 1)]
     assert r["vs_reference"] == pytest.approx(float(np.mean(np.mean(mine, 0) - np.mean(ref, 0))))
     text = S.format_study(table)
-    assert "| avb_ac | lr1e-3 | lr_gen=0.001, lr_adv=0.001 | 10 | 0,1 |" in text
+    assert "| avb_ac | lr1e-3 | lr_adv=0.001 | 10 | 0,1 |" in text     # against the quick settings, 1e-3 / 2e-3
+    assert "| avb_ac | base | lr_gen=0.0002, lr_adv=0.0005 | 10 | 0,1 |" in text
