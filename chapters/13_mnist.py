@@ -129,7 +129,10 @@ def check_ais_exact(rng):
 def run_table2(args, x_train, x_valid, rng):
     if args.pretrained:                            # the README's trained models: evaluation only
         quick_ais = {} if args.full else {"ais_examples": 128, "ais_steps": 100}
-        res = MN.reproduce_mnist(args.data, "valid", 8, False, os.path.join(args.out, "13_pretrained"),
+        kinds = [k for k in M.KINDS if os.path.exists(MN.pretrained_path(args.pretrained, k))]
+        if not kinds:
+            raise ValueError(f"--pretrained {args.pretrained}: no vae_z8.npz, avb_z8.npz or avb_ac_z8.npz there")
+        res = MN.reproduce_mnist(args.data, "valid", 8, False, os.path.join(args.out, "13_pretrained"), kinds=kinds,
                                  pretrained=args.pretrained, quiet=False, device=args.device,
                                  json_path=os.path.join(args.out, "13_mnist_pretrained.json"), **quick_ais)
         print(MN.format_mnist(res))
@@ -205,7 +208,11 @@ def main(argv=None):
     check_moments(x_valid, rng)
     check_unary_terms(x_valid, rng)
     check_ais_exact(rng)
-    res = run_table2(args, x_train, x_valid, rng)
+    try:
+        res = run_table2(args, x_train, x_valid, rng)
+    except ValueError as e:                      # e.g. a --pretrained file of another model: one line
+        print(f"chapter 13: {e}", file=sys.stderr)
+        return 2
     print(f"figure (samples and reconstructions): {res['figure']}")
     print(WHAT_GOES_WRONG)
     print(f"chapter 13 done in {time.perf_counter() - t0:.1f} s")
