@@ -173,8 +173,9 @@ def _add_reproduce(sub):
                          "instead of training: Table 2 in the time of its evaluation")
     mn.add_argument("--export-pretrained", metavar="DIR", default=None,
                     help="after training, write each model's parameters to DIR/<model>_z<latent>.npz")
-    mn.add_argument("--table", metavar="JSON", default=None,
-                    help="only print the table of a results JSON written before (e.g. results/mnist_z8.json)")
+    mn.add_argument("--table", metavar="JSON", nargs="+", default=None,
+                    help="only print the table of results JSONs written before (e.g. results/mnist_z8.json); "
+                         "with several, also each model against the VAE over the images they share")
     _seed_flags(mn, 1)
     _step_flag(mn)
     mn.add_argument("--quiet", action="store_true", help="no progress output")
@@ -429,6 +430,7 @@ def _mnist(args):
     from .experiments.mnist import (
         export_pretrained,
         format_mnist,
+        format_paired_across,
         format_mnist_over_seeds,
         load_mnist_model,
         mnist_arch,
@@ -439,8 +441,13 @@ def _mnist(args):
     if args.pretrained and args.export_pretrained:
         raise ValueError("--export-pretrained writes the models a run trains; with --pretrained it trains none")
     if args.table:
-        with open(args.table) as fh:
-            print(format_mnist(json.load(fh)))
+        tables = {}
+        for path in args.table:
+            with open(path) as fh:
+                tables[path] = json.load(fh)
+            print(format_mnist(tables[path]))
+        if len(tables) > 1:
+            print(format_paired_across(tables))
         return
     seeds, per_seed = _seeds(args), {}
     for seed in seeds:               # several seeds: each its own checkpoints, figure and JSON

@@ -103,8 +103,9 @@ def check_paths(args):
             writable_file(path, flag, create, args.created_folders)
         if create:
             break
-        if table_only and not os.path.isfile(args.table):
-            raise ValueError(f"--table {args.table!r}: no such file (a JSON written by reproduce mnist --json)")
+        for path in args.table if table_only else ():
+            if not os.path.isfile(path):
+                raise ValueError(f"--table {path!r}: no such file (a JSON written by reproduce mnist --json)")
         if reproduce and args.experiment == "mnist" and not table_only:
             data_dir(args.data)
             if args.pretrained and not os.path.isdir(args.pretrained):

@@ -318,3 +318,12 @@ def test_chapter_13_runs_quick(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[ok]" in proc.stdout and "What goes wrong" in proc.stdout
     assert (tmp_path / "13_mnist.png").stat().st_size > 10_000
+
+
+def test_paired_differences_across_files_use_the_images_they_share():
+    vae = {"settings": {"eval_file": "v.npz"}, "vae": {"ais_per_example": [-90.0, -100.0, -80.0, -95.0]}}
+    avb = {"settings": {"eval_file": "v.npz"}, "avb": {"ais_per_example": [-91.0, -102.0]}}
+    text = MN.format_paired_across({"a.json": vae, "b.json": avb})
+    assert text == "avb (b.json) - vae (a.json), paired over the first 2 images: -1.50 +- 0.50 nats"
+    other = {"settings": {"eval_file": "test.npz"}, "avb": avb["avb"]}
+    assert "different images" in MN.format_paired_across({"a.json": vae, "b.json": other})

@@ -417,6 +417,28 @@ def paired_difference(a, b):
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size))
 
 
+def format_paired_across(results):
+    """Paired differences between the models of several results files ({name: reproduce_mnist's
+    result}) over the images they share: the first n rows of the same evaluation file, n the
+    smallest of their counts.  Each model against the VAE (the first file holding each)."""
+    rows = {}
+    for name, res in results.items():
+        for k in MNIST_KINDS:
+            if "ais_per_example" in res.get(k, {}):
+                rows.setdefault(k, (name, res))
+    if "vae" not in rows or len({res["settings"]["eval_file"] for _, res in rows.values()}) != 1:
+        return "(no VAE row, or the files evaluate different images: no paired differences across them)"
+    vname, vres = rows["vae"]
+    lines = []
+    for k, (name, res) in rows.items():
+        if k == "vae" or name == vname:
+            continue
+        n = min(len(res[k]["ais_per_example"]), len(vres["vae"]["ais_per_example"]))
+        d, se = paired_difference(res[k]["ais_per_example"][:n], vres["vae"]["ais_per_example"][:n])
+        lines.append(f"{k} ({name}) - vae ({vname}), paired over the first {n} images: {d:+.2f} +- {se:.2f} nats")
+    return "\n".join(lines)
+
+
 def mnist_over_seeds(per_seed):
     """{seed: reproduce_mnist's result} -> per model the mean and std over seeds (std None with
     one seed) of the AIS log-likelihood, the ELBO (VAE), 'elbo_from_T' and the reconstruction."""
