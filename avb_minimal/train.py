@@ -22,14 +22,7 @@ import avb_minimal
 from . import models as M
 from . import objectives as O
 from .backend import DeviceRNG, device_module, tree_to_device, tree_to_host
-from .checkpoint import (
-    OTHER_RUN,
-    check_meta,
-    hold,
-    load_checkpoint,
-    read_meta,
-    save_checkpoint,
-)
+from .checkpoint import OTHER_RUN, check_meta, hold, load_checkpoint, read_meta, save_checkpoint
 from .data import check_binary_data, sample_batch
 from .fast.graph import GraphAVBStep
 from .fast.step import FastAVBStep, supports
@@ -40,6 +33,7 @@ from .trees import check_finite_tree
 STEPS = ("auto", "readable", "fast", "graph")
 # settings a resumed run may change: what is logged and saved, and which of two equal steps runs
 BOOKKEEPING = ("log_every", "checkpoint_every", "step")
+ADVERSARY_SETTINGS = ("lr_adv", "adv_steps", "negatives")     # what a VAE's training does not read
 # what a checkpoint's metadata must hold: key -> (types, least value)
 RUN_META = {"kind": ((str,), None), "arch": ((dict,), None), "config": ((dict,), None),
             "iteration": ((int,), 0), "rng_state": ((dict,), None), "history": ((list,), None),
@@ -362,9 +356,6 @@ def resume_run(path: str, kind: str, arch: M.Arch, params: dict, states: dict, d
               f"carry over; the noise continues from the {device}'s generator (not bit for bit as on "
               f"{written_on})", file=sys.stderr, flush=True)
     return trees["params"], states, it, meta["history"], meta["wall_seconds"], rng
-
-
-ADVERSARY_SETTINGS = ("lr_adv", "adv_steps", "negatives")     # what a VAE's training does not read
 
 
 def compare_run(path: str, meta: dict, cfg: TrainConfig, seed: int, allow_change: bool = False) -> None:
