@@ -39,12 +39,22 @@ from .checkpoint import package_version, write_json  # noqa: E402
 # matplotlib and scipy, which would cost every command (even --help) a second at start-up.
 
 
-def _kinds_list(s, valid):
+def _kinds_list(s, valid, flag="--models"):
     kinds = list(dict.fromkeys(k.strip() for k in s.split(",") if k.strip()))     # no model twice
     bad = [k for k in kinds if k not in valid]
     if bad or not kinds:
-        raise argparse.ArgumentTypeError(f"--models takes a comma list of {', '.join(valid)}; got {s!r}")
+        raise argparse.ArgumentTypeError(f"{flag} takes a comma list of {', '.join(valid)}; got {s!r}")
     return kinds
+
+
+def _study_variants(s):
+    from .experiments.mnist_study import VARIANTS
+    return _kinds_list(s, list(VARIANTS), "--variants")
+
+
+def _study_models(s):
+    from .models import KINDS
+    return _kinds_list(s, KINDS)
 
 
 def _mnist_models(s):
@@ -185,20 +195,20 @@ def _add_reproduce(sub):
 def _add_study(rsub):
     """`reproduce mnist-study`: the screening study behind Table 2."""
     st = rsub.add_parser("mnist-study", help="the study behind Table 2: short runs of each setting, AIS-scored, "
-                                             "compared with the VAE by paired differences",
+                                             "compared by paired differences",
                          description="Train each --variants x --models pair (a variant changes some of Table 2's "
                                      "settings: learning rates, adversary steps, width, batch, decay) for --iters "
                                      "iterations per seed, score it by AIS (1000 distributions, 5 chains) on the "
                                      "first --ais-examples rows of DATA/valid.npz, and print the table: each "
-                                     "model's mean over seeds and its paired difference to the base VAE over "
-                                     "the same images.  Each run's record is OUT/<variant>_<model>_<iters>"
+                                     "model's mean over seeds and its paired difference to the base AVB + AC "
+                                     "(the first setting) over the same images.  Each run's record is OUT/<variant>_<model>_<iters>"
                                      "_seed<S>.json; runs already there are not repeated.")
     st.add_argument("--data", metavar="DIR", default=None,
                     help="folder with train.npz and valid.npz (default: $AVB_DATA)")
-    st.add_argument("--variants", default=None, metavar="A,B,...",
+    st.add_argument("--variants", type=_study_variants, default=None, metavar="A,B,...",
                     help="comma list of variants (default: all); --list-variants shows them")
     st.add_argument("--list-variants", action="store_true", help="print the variants and their changes, and stop")
-    st.add_argument("--models", default="vae,avb,avb_ac", metavar="A,B,...",
+    st.add_argument("--models", type=_study_models, default=["vae", "avb", "avb_ac"], metavar="A,B,...",
                     help="comma list of vae,avb,avb_ac; each variant runs for the models it applies to")
     st.add_argument("--iters", type=positive_int, default=10000, help="training iterations per run (default 10000)")
     st.add_argument("--ais-examples", type=positive_int, default=256, help="evaluation images (default 256)")
@@ -483,7 +493,6 @@ def _mnist(args):
 
 
 def _mnist_study(args):
-    from . import models as M
     from .data import data_dir, dataset_file, load_binary
     from .experiments import mnist_study as S
     if args.list_variants:
@@ -503,8 +512,8 @@ def _mnist_study(args):
             write_json(args.json, res)
         return
     if not args.table:
-        variants = S.VARIANTS if args.variants is None else _kinds_list(args.variants, list(S.VARIANTS))
-        models = _kinds_list(args.models, M.KINDS)
+        variants = S.VARIANTS if args.variants is None else args.variants
+        models = args.models
         folder = data_dir(args.data)
         x_train = load_binary(dataset_file(folder, "train"), np.random.default_rng([0, 0]))
         x_eval = load_binary(dataset_file(folder, "valid"), np.random.default_rng([0, 1]))[:args.ais_examples]

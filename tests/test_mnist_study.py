@@ -55,3 +55,13 @@ def test_screen_runs_resume_and_gather_into_a_table(tmp_path):
     text = S.format_study(table)
     assert "| avb_ac | lr1e-3 | lr_adv=0.001 | 10 | 0,1 |" in text     # against the quick settings, 1e-3 / 2e-3
     assert "| avb_ac | base | lr_gen=0.0002, lr_adv=0.0005 | 10 | 0,1 |" in text
+
+
+def test_a_bad_variant_or_model_is_one_line_naming_the_flag(capsys):
+    from avb_minimal.__main__ import main
+    for argv, needle in ((["--variants", "fastest"], "--variants takes a comma list of base,"),
+                         (["--models", "gan"], "--models takes a comma list of vae, avb, avb_ac")):
+        with pytest.raises(SystemExit) as e:
+            main(["reproduce", "mnist-study", "--table"] + argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and needle in err and "Traceback" not in err
