@@ -197,11 +197,11 @@ def _add_study(rsub):
     st = rsub.add_parser("mnist-study", help="the study behind Table 2: short runs of each setting, AIS-scored, "
                                              "compared by paired differences",
                          description="Train each --variants x --models pair (a variant changes some of Table 2's "
-                                     "settings: learning rates, adversary steps, width, batch, decay) for --iters "
+                                     "settings: learning rates, adversary steps, width, batch, decay, AC's variance floor) for --iters "
                                      "iterations per seed, score it by AIS (1000 distributions, 5 chains) on the "
                                      "first --ais-examples rows of DATA/valid.npz, and print the table: each "
-                                     "model's mean over seeds and its paired difference to the base AVB + AC "
-                                     "(the first setting) over the same images.  Each run's record is OUT/<variant>_<model>_<iters>"
+                                     "model's mean over seeds and its paired difference to the same model at "
+                                     "Table 2's settings (variant lr1e-3) over the same images.  Each run's record is OUT/<variant>_<model>_<iters>"
                                      "_seed<S>.json; runs already there are not repeated.")
     st.add_argument("--data", metavar="DIR", default=None,
                     help="folder with train.npz and valid.npz (default: $AVB_DATA)")

@@ -334,7 +334,7 @@ def ais_log_likelihood(params: dict, kind: str, x: np.ndarray, arch: M.Arch, rng
         if kind != "avb_ac":
             raise ValueError("init='ac' needs the noise-basis encoder of an 'avb_ac' model")
         mean, var = ac_gaussian(params["enc"], x, arch, rng, n_noise)
-        std = np.sqrt(var + M.AC_VAR_FLOOR)
+        std = np.sqrt(var + arch.ac_var_floor)
     dec = [(W.astype(dtype, copy=False), b.astype(dtype, copy=False)) for W, b in params["dec"]]
     xd = x.astype(dtype)
 

@@ -135,9 +135,9 @@ def avb_elbo_from_T(params: dict, kind: str, data: np.ndarray, arch: M.Arch, rng
             val = -T + bernoulli_loglik(xr, M.decoder_logits(params["dec"], z, arch.act))
         else:
             z, mean, var = M.noise_basis_encoder(params["enc"], xr, noise, arch.act)
-            zb = M.normalise(z, mean, var)
+            zb = M.normalise(z, mean, var, arch.ac_var_floor)
             T = M.adversary(params["adv"], xr, zb, arch.act, arch.adv_unary)
-            val = -T - M.log_r_alpha(zb, var) + bernoulli_loglik(xr, M.decoder_logits(params["dec"], z, arch.act)) \
+            val = -T - M.log_r_alpha(zb, var, arch.ac_var_floor) + bernoulli_loglik(xr, M.decoder_logits(params["dec"], z, arch.act)) \
                 + log_std_normal(z)
         out.append(float(np.mean(val)))
     return np.array(out)

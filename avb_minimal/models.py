@@ -54,6 +54,7 @@ class Arch:
     basis_hidden: int = 32         # hidden width of each basis net v_i
     activation: str = "elu"
     adv_unary: bool = False        # sec. 5.2 (MNIST): add terms r(x) and s(z) acting on x, z alone
+    ac_var_floor: float = 1e-4     # adaptive contrast: z_bar = (z - mean) / sqrt(var + floor)
 
     def __post_init__(self):
         for name in ("x_dim", "z_dim", "eps_dim", "adv_dim", "res_width", "n_basis",
@@ -66,6 +67,10 @@ class Arch:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "adv_hidden", tuple(int(h) for h in self.adv_hidden))
         object.__setattr__(self, "adv_unary", bool(self.adv_unary))
+        floor = float(self.ac_var_floor)
+        if not (onp.isfinite(floor) and floor > 0):
+            raise ValueError(f"Arch.ac_var_floor must be a positive number, got {self.ac_var_floor!r}")
+        object.__setattr__(self, "ac_var_floor", floor)
 
     @property
     def act(self) -> Callable:
@@ -77,6 +82,7 @@ class Arch:
 
     @classmethod
     def from_dict(cls, d: dict) -> Arch:
+        """From `to_dict`'s form; a key missing (a record older than the setting) takes its default."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -201,20 +207,21 @@ def mc_moments(enc: list, x: onp.ndarray, eps_k: onp.ndarray, act: Callable) -> 
     return zk.mean(axis=0), zk.var(axis=0)
 
 
-AC_VAR_FLOOR = 1e-4  # z_bar = (z - mean) / sqrt(var + 1e-4), as in the authors' code
+AC_VAR_FLOOR = 1e-4  # z_bar = (z - mean) / sqrt(var + 1e-4), as in the authors' code (Arch.ac_var_floor)
 
 
-def normalise(z: onp.ndarray, mean: onp.ndarray, var: onp.ndarray) -> onp.ndarray:
-    """z_bar = (z - mu(x)) / sigma(x), Algorithm 2 line 9 (mu, sigma held constant)."""
+def normalise(z: onp.ndarray, mean: onp.ndarray, var: onp.ndarray, floor: float = AC_VAR_FLOOR) -> onp.ndarray:
+    """z_bar = (z - mu(x)) / sigma(x), Algorithm 2 line 9 (mu, sigma held constant),
+    with sigma(x)^2 = var + floor, so that a collapsed dimension cannot divide by zero."""
     ### BEGIN SOLUTION task 4.1: eq. (4.2), adaptive contrast
-    return (z - mean) / onp.sqrt(var + AC_VAR_FLOOR)
+    return (z - mean) / onp.sqrt(var + floor)
     ### END SOLUTION
 
 
-def log_r_alpha(z_bar: onp.ndarray, var: onp.ndarray) -> onp.ndarray:
-    """log r_alpha(z|x) = log N(z; mean, var + AC_VAR_FLOOR) at z, from z_bar = normalise(z, mean, var):
-    log N(z_bar; 0, I) - 1/2 sum_k log(var_k + AC_VAR_FLOOR), the change of variables.  -> (B,)"""
-    return log_std_normal(z_bar) - 0.5 * np.sum(np.log(var + AC_VAR_FLOOR), 1)
+def log_r_alpha(z_bar: onp.ndarray, var: onp.ndarray, floor: float = AC_VAR_FLOOR) -> onp.ndarray:
+    """log r_alpha(z|x) = log N(z; mean, var + floor) at z, from z_bar = normalise(z, mean, var, floor):
+    log N(z_bar; 0, I) - 1/2 sum_k log(var_k + floor), the change of variables.  -> (B,)"""
+    return log_std_normal(z_bar) - 0.5 * np.sum(np.log(var + floor), 1)
 
 
 # ------------------------------------------------------------------ decoder

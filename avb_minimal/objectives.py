@@ -123,7 +123,7 @@ def avb_losses(params: dict, kind: str, x: np.ndarray, noise: np.ndarray, z_neg:
     act, unary = arch.act, arch.adv_unary
     z, mean, var = encode(params, kind, x, noise, arch)               # (B, dz)
     loglik = bernoulli_loglik(x, M.decoder_logits(params["dec"], z, act))   # (B,)
-    z_adv = z if kind == "avb" else M.normalise(z, mean, var)          # what T sees
+    z_adv = z if kind == "avb" else M.normalise(z, mean, var, arch.ac_var_floor)          # what T sees
     adv, adv_fixed = params["adv"], stop_gradient(params["adv"])
     F = M.adversary_features_x(adv, x, act, unary) if arch.adversary == "inner" else None
     # T for the generator: psi fixed, gradient flows through z only.
@@ -152,7 +152,7 @@ def adversary_only_loss(params: dict, kind: str, x: np.ndarray, noise: np.ndarra
     """eq. (3.3) alone, for the extra adversary steps (k > 1); the encoder runs forward only."""
     fixed = {"enc": stop_gradient(params["enc"])}
     z, mean, var = encode(fixed, kind, x, noise, arch)
-    z_adv = z if kind == "avb" else M.normalise(z, mean, var)
+    z_adv = z if kind == "avb" else M.normalise(z, mean, var, arch.ac_var_floor)
     T_pos, T_neg = _adversary_logits(params["adv"], x, z_adv, z_neg, arch, negatives)
     return adversary_loss(T_pos, T_neg)
 

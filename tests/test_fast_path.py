@@ -18,6 +18,7 @@ from avb_minimal.trees import tree_flatten, tree_map
 ARCH = M.Arch(x_dim=5, z_dim=3, eps_dim=4, hidden=(7, 6), adv_hidden=(6, 5), adv_dim=4,
               n_basis=3, basis_hidden=4, basis_eps_dim=2)
 ARCH_UNARY = M.Arch(**dict(ARCH.to_dict(), adv_unary=True))   # sec. 5.2's T = <f, g> + r(x) + s(z)
+ARCH_FLOOR = M.Arch(**dict(ARCH_UNARY.to_dict(), ac_var_floor=0.3))   # AC's variance floor, not 1e-4
 
 
 def _problem(seed, kind, B=13, M_neg=13, arch=ARCH):
@@ -46,7 +47,7 @@ def _close(a, b, tol=2e-4):
     return float(np.max(np.abs(a - b))) <= tol * scale
 
 
-@pytest.mark.parametrize("arch", [ARCH, ARCH_UNARY], ids=["inner", "inner+unary"])
+@pytest.mark.parametrize("arch", [ARCH, ARCH_UNARY, ARCH_FLOOR], ids=["inner", "inner+unary", "inner+unary+floor"])
 @pytest.mark.parametrize("kind", ["avb", "avb_ac"])
 @pytest.mark.parametrize("negatives,M_neg", [("pairs", 13), ("all_pairs", 9)])
 def test_fast_gradients_equal_readable(kind, negatives, M_neg, arch):

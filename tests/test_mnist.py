@@ -327,3 +327,14 @@ def test_paired_differences_across_files_use_the_images_they_share():
     assert text == "avb (b.json) - vae (a.json), paired over the first 2 images: -1.50 +- 0.50 nats"
     other = {"settings": {"eval_file": "test.npz"}, "avb": avb["avb"]}
     assert "different images" in MN.format_paired_across({"a.json": vae, "b.json": other})
+
+
+@pytest.mark.parametrize("kind", ["vae", "avb", "avb_ac"])
+def test_the_kept_models_in_results_still_load(kind):
+    """results/mnist holds Table 2's trained 8-d models; a setting added to Arch since they were
+    written (its default is what they trained with) must not orphan them."""
+    path = os.path.join(os.path.dirname(__file__), "..", "results", "mnist", f"{kind}_z8.npz")
+    params, meta = MN.load_pretrained(path, kind, MN.mnist_arch(8))
+    assert meta["kind"] == kind and meta["trained_iterations"] == 40000
+    assert params["dec"][0][0].shape == (8, 300) and params["dec"][-1][0].shape[1] == 784
+

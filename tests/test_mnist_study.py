@@ -15,6 +15,10 @@ def test_variants_change_only_what_they_say():
     assert cfg.lr_gen == cfg.lr_adv == 1e-3 and arch.adv_dim == 512 and arch.adv_hidden == (512, 512, 512)
     assert arch.z_dim == arch0.z_dim and arch.hidden == arch0.hidden          # the decoder is Table 2's
     assert cfg.iters == cfg0.iters == 100 and cfg.batch == cfg0.batch
+    arch, cfg = S.variant_settings("lr1e-3_floor1e-2", "avb_ac", iters=100)
+    assert arch.ac_var_floor == 1e-2 and arch0.ac_var_floor == 1e-4 and arch.adv_dim == arch0.adv_dim
+    with pytest.raises(ValueError, match="applies to avb_ac, not 'avb'"):
+        S.variant_settings("lr1e-3_floor1e-2", "avb")
     with pytest.raises(ValueError, match="applies to vae"):
         S.variant_settings("vae_lr3e-4", "avb")
     with pytest.raises(ValueError, match="variant must be one of"):
@@ -47,14 +51,16 @@ def test_screen_runs_resume_and_gather_into_a_table(tmp_path):
     assert again == rec                                # a finished run is read back, not repeated
     table = S.study_table(str(out))
     rows = {(r["variant"], r["kind"]): r for r in table["rows"]}
-    assert rows[("base", "avb_ac")]["seeds"] == [0, 1] and "vs_reference" not in rows[("base", "avb_ac")]
-    r = rows[("lr1e-3", "avb_ac")]
-    ref = [json.loads((out / f"base_avb_ac_10_seed{s}_quick.json").read_text())["ais_per_example"] for s in (0, 1)]
-    mine = [json.loads((out / f"lr1e-3_avb_ac_10_seed{s}_quick.json").read_text())["ais_per_example"] for s in (0, 1)]
+    # each row against the same model at Table 2's settings (variant lr1e-3)
+    assert rows[("lr1e-3", "avb_ac")]["seeds"] == [0, 1] and "vs_reference" not in rows[("lr1e-3", "avb_ac")]
+    r = rows[("base", "avb_ac")]
+    ref = [json.loads((out / f"lr1e-3_avb_ac_10_seed{s}_quick.json").read_text())["ais_per_example"] for s in (0, 1)]
+    mine = [json.loads((out / f"base_avb_ac_10_seed{s}_quick.json").read_text())["ais_per_example"] for s in (0, 1)]
     assert r["vs_reference"] == pytest.approx(float(np.mean(np.mean(mine, 0) - np.mean(ref, 0))))
+    assert r["vs_reference_seeds"] == [0, 1]
     text = S.format_study(table)
-    assert "| avb_ac | lr1e-3 | lr_adv=0.001 | 10 | 0,1 |" in text     # against the quick settings, 1e-3 / 2e-3
-    assert "| avb_ac | base | lr_gen=0.0002, lr_adv=0.0005 | 10 | 0,1 |" in text
+    assert "| avb_ac | lr1e-3 | lr_adv=0.001 | 10 | 0,1 | 6 |" in text     # against the quick settings, 1e-3 / 2e-3
+    assert "| avb_ac | base | lr_gen=0.0002, lr_adv=0.0005 | 10 | 0,1 | 6 |" in text
 
 
 def test_a_bad_variant_or_model_is_one_line_naming_the_flag(capsys):

@@ -26,6 +26,11 @@ def test_arch_checks_its_fields_and_round_trips_through_a_dict():
     arch = M.Arch(hidden=[3, 4], adv_unary=1)
     assert arch.hidden == (3, 4) and arch.adv_unary is True
     assert M.Arch.from_dict(arch.to_dict()) == arch
+    for bad in (0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="Arch.ac_var_floor must be a positive number"):
+            M.Arch(ac_var_floor=bad)
+    old = {k: v for k, v in M.Arch(ac_var_floor=0.5).to_dict().items() if k != "ac_var_floor"}
+    assert M.Arch.from_dict(old).ac_var_floor == M.AC_VAR_FLOOR      # a record older than the setting
     np.testing.assert_allclose(M.Arch(activation="tanh").act(np.ones(2)), np.tanh(np.ones(2)))
     assert M.Arch().act is elu
 
@@ -102,6 +107,11 @@ def test_normalise_and_log_r_alpha_are_a_change_of_variables(rng):
     zb = M.normalise(z, mean, var)                      # its values: tests/test_objectives.py (task 4.1)
     log_n = norm.logpdf(z, mean, np.sqrt(var + M.AC_VAR_FLOOR)).sum(1)                # log N(z; mean, sd^2)
     np.testing.assert_allclose(M.log_r_alpha(zb, var), log_n, rtol=1e-12)
+    for floor in (1e-2, 0.5):                          # Arch.ac_var_floor: r_alpha = N(mean, var + floor)
+        zb = M.normalise(z, mean, var, floor)
+        np.testing.assert_allclose(zb * np.sqrt(var + floor), z - mean, rtol=1e-12)
+        np.testing.assert_allclose(M.log_r_alpha(zb, var, floor),
+                                   norm.logpdf(z, mean, np.sqrt(var + floor)).sum(1), rtol=1e-12)
 
 
 def test_mc_moments_of_the_implicit_encoder(rng):

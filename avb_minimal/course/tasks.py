@@ -124,9 +124,9 @@ TASKS = {
         where="models.normalise, objectives.ac_generator_objective",
         what="Two pieces of Algorithm 2: the normalised sample z_bar the adversary sees "
              "(mean and variance of q(z|x) are constants here, plus the variance floor "
-             "models.AC_VAR_FLOOR), and the generator objective of eq. (4.2), in which "
+             "`floor`, by default models.AC_VAR_FLOOR), and the generator objective of eq. (4.2), in which "
              "-log r_alpha(z|x) reduces to ||z_bar||^2 / 2 up to a constant.",
-        equations=["z_bar = (z - mu(x)) / sqrt(var(x) + 1e-4)                  (Algorithm 2, line 9)",
+        equations=["z_bar = (z - mu(x)) / sqrt(var(x) + floor), floor = 1e-4  (Algorithm 2, line 9)",
                    "max E[-T(x, z_bar) + ||z_bar||^2 / 2 + log p_theta(x | z) + log p(z)]",
                    "                                        (eq. 4.2 as in Algorithm 2, line 12)"],
         chapter="chapters/07_adaptive_contrast.py",

@@ -169,9 +169,9 @@ def elbo_and_reconstruction(params, kind, x, arch, rng, n_samples=10, chunk=256)
             T = np.asarray(M.adversary(params["adv"], xr, z, arch.act, arch.adv_unary), np.float64).reshape(B, K)
             elbo = (ll - T).mean(1)                                                # eq. (3.5) with T
         else:
-            zb = M.normalise(z, zm, zv)
+            zb = M.normalise(z, zm, zv, arch.ac_var_floor)
             T = M.adversary(params["adv"], xr, zb, arch.act, arch.adv_unary)
-            elbo = np.asarray(ll.ravel() - T - M.log_r_alpha(zb, zv) + log_std_normal(z),
+            elbo = np.asarray(ll.ravel() - T - M.log_r_alpha(zb, zv, arch.ac_var_floor) + log_std_normal(z),
                               np.float64).reshape(B, K).mean(1)
         out["elbo" if kind == "vae" else "elbo_from_T"].append(elbo)
         out["reconstruction"].append(-ll.mean(1))
@@ -392,7 +392,11 @@ def load_pretrained(path, kind, arch):
         raise ValueError(f"{path}: not a pretrained Table 2 model (written by export_pretrained)")
     if meta.get("kind") != kind:
         raise ValueError(f"{path}: holds a {meta.get('kind')!r} model, not {kind!r}")
-    theirs, ours = meta.get("arch", {}), arch.to_dict()
+    try:                                                  # a setting newer than the file: its default
+        theirs = M.Arch.from_dict(meta.get("arch", {})).to_dict()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its architecture record is not readable here ({e})") from None
+    ours = arch.to_dict()
     diff = [f"{k} {theirs.get(k)!r} (this run needs {v!r})" for k, v in ours.items() if theirs.get(k) != v]
     if diff:
         what = "latent size" if theirs.get("z_dim") != ours["z_dim"] else "architecture"

@@ -7,6 +7,7 @@ For correctness, not speed: an emulated thread is an OS thread.  The tests
 course's kernel task) and chapter 14 launch the kernels through `compile_emulated()`.
 """
 import ctypes
+import hashlib
 import os
 import re
 import shutil
@@ -62,15 +63,44 @@ class EmulatedModule:
 
 
 _EMULATED = {}
+FLAGS = ["-std=c++20", "-O2", "-pthread", "-shared", "-fPIC", "-Wall", "-Werror"]
 
 
-def compile_emulated(out_dir=None):
-    """{stem: EmulatedModule}: every kernels/*.cu compiled with g++ (in parallel), once."""
+def _digest():
+    """A hash of everything the build reads (every file in kernels/, the compiler, its flags):
+    the name of the cache folder, so an edited kernel is compiled again and nothing else is."""
+    h = hashlib.sha256(" ".join([GXX or "", *FLAGS]).encode())
+    for name in sorted(os.listdir(backend.kernels_dir())):
+        h.update(name.encode())
+        with open(os.path.join(backend.kernels_dir(), name), "rb") as fh:
+            h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def _complete(folder):
+    return all(os.path.exists(os.path.join(folder, source[:-3] + ".so")) for source in backend.KERNEL_FILES)
+
+
+def compile_emulated():
+    """{stem: EmulatedModule}: every kernels/*.cu compiled with g++ (in parallel), once per
+    version of the sources: the libraries are kept in <tmp>/avb-emulated-<hash of the sources>
+    and reused by later processes (the tests start many)."""
     if _EMULATED:
         return _EMULATED
     if GXX is None:
         raise RuntimeError("g++ is not on the PATH: cannot build the CPU emulation of the kernels")
-    out = out_dir or tempfile.mkdtemp(prefix="avb-emulated-")
+    final = os.path.join(tempfile.gettempdir(), f"avb-emulated-{_digest()}")
+    if not _complete(final):
+        _build(final)
+    _EMULATED.update({source[:-3]: EmulatedModule(os.path.join(final, source[:-3] + ".so"))
+                      for source in backend.KERNEL_FILES})
+    return _EMULATED
+
+
+def _build(final):
+    """Compile into a fresh folder beside `final`, then rename it into place: a process that
+    reads `final` sees every library or none, and two builds at once do not mix."""
+    out = tempfile.mkdtemp(prefix=".avb-emulated-build-", dir=os.path.dirname(final))
     procs = {}
     for source in backend.KERNEL_FILES:
         stem = source[:-3]
@@ -83,14 +113,20 @@ def compile_emulated(out_dir=None):
         with open(cpp, "w", encoding="utf-8") as fh:
             fh.write(f'#include "cuda_emulation.h"\n#include "{source}"\n{exports}')
         procs[stem] = subprocess.Popen(
-            [GXX, "-std=c++20", "-O2", "-pthread", "-shared", "-fPIC", "-Wall", "-Werror",
-             "-I", backend.kernels_dir(), cpp, "-o", os.path.join(out, f"{stem}.so")],
+            [GXX, *FLAGS, "-I", backend.kernels_dir(), cpp, "-o", os.path.join(out, f"{stem}.so")],
             stderr=subprocess.PIPE, text=True)
-    for stem, p in procs.items():
-        if p.wait() != 0:
-            raise RuntimeError(p.stderr.read())
-    _EMULATED.update({stem: EmulatedModule(os.path.join(out, f"{stem}.so")) for stem in procs})
-    return _EMULATED
+    errors = [p.stderr.read() for p in procs.values() if p.wait() != 0]
+    if errors:
+        shutil.rmtree(out, ignore_errors=True)
+        raise RuntimeError("\n".join(errors))
+    try:
+        os.rename(out, final)
+    except OSError:                                # the folder exists: another build finished first,
+        if _complete(final):                       # or an incomplete one was left behind
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            shutil.rmtree(final, ignore_errors=True)
+            os.rename(out, final)
 
 
 def emulated_module(stem):

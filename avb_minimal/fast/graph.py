@@ -210,7 +210,7 @@ class GraphAVBStep(FastAVBStep):
             z, a, v, vh = _basis_forward(ws, enc["v"], out, noise, arch)
             mean, var = M.ac_moments(out[:, :dz], a, xp.mean(v, axis=0), xp.var(v, axis=0))
             ### BEGIN SOLUTION task 4.1: eq. (4.2), adaptive contrast
-            inv_sd = 1.0 / xp.sqrt(var + M.AC_VAR_FLOOR)                   # eq. (4.2), a constant
+            inv_sd = 1.0 / xp.sqrt(var + arch.ac_var_floor)                   # eq. (4.2), a constant
             z_adv = (z - mean) * inv_sd
             ### END SOLUTION
 

@@ -217,7 +217,7 @@ class FastAVBStep:
             z, a, v, vh = _basis_forward(enc["v"], out, noise, arch)
             mean, var = _ac_moments(a, v, out[:, :dz])
             ### BEGIN SOLUTION task 4.1: eq. (4.2), adaptive contrast
-            inv_sd = 1.0 / np.sqrt(var + M.AC_VAR_FLOOR)           # (B, dz), a constant
+            inv_sd = 1.0 / np.sqrt(var + arch.ac_var_floor)           # (B, dz), a constant
             z_adv = (z - mean) * inv_sd                            # z_bar, Alg. 2 line 9
             ### END SOLUTION
 
