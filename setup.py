@@ -26,6 +26,6 @@ setup(
     python_requires=">=3.10",
     install_requires=["numpy>=1.24", "autograd>=1.9.1", "matplotlib>=3.5", "scipy>=1.9"],
     # the GPU path: cupy built for the machine's CUDA major version (nvidia-smi prints it)
-    extras_require={"cuda13": ["cupy-cuda13x>=13"], "cuda12": ["cupy-cuda12x>=13"], "test": ["pytest>=7"]},
+    extras_require={"cuda13": ["cupy-cuda13x>=13"], "cuda12": ["cupy-cuda12x>=13"], "test": ["pytest>=7", "pytest-xdist>=3"]},
     entry_points={"console_scripts": ["avb-minimal=avb_minimal.__main__:main"]},
 )
