@@ -218,6 +218,10 @@ def _add_study(rsub):
     st.add_argument("--out", metavar="DIR", default="runs/study", help="runs and records (default runs/study)")
     st.add_argument("--json", metavar="PATH", help="write the gathered table here (e.g. results/mnist_study.json)")
     st.add_argument("--table", action="store_true", help="only gather OUT's records and print the table")
+    st.add_argument("--full-length", metavar="JSON", nargs="+", default=None,
+                    help="add the full-length models of Table 2 records (e.g. results/mnist_z8.json) as rows, "
+                         "each on the study's images and against the same model's lr1e-3 screening run of "
+                         "the same seed: training length as a lever")
     st.add_argument("--bench-steps", action="store_true",
                     help="instead: time 200 training iterations of AVB and AVB + AC on the readable and the "
                          "fast step (one BLAS thread) and stop")
@@ -511,6 +515,9 @@ def _mnist_study(args):
         if args.json:
             write_json(args.json, res)
         return
+    for path in args.full_length or ():
+        if not os.path.isfile(path):
+            raise ValueError(f"--full-length: {path}: no such file (a JSON of reproduce mnist --json)")
     if not args.table:
         variants = S.VARIANTS if args.variants is None else args.variants
         models = args.models
@@ -527,6 +534,8 @@ def _mnist_study(args):
                               f"images ({r['train_seconds']:.0f} s training, {r['ais_seconds']:.0f} s AIS)",
                               flush=True)
     table = S.study_table(args.out)
+    for path in args.full_length or ():
+        S.full_length_rows(table, path)
     print(S.format_study(table))
     if args.json:
         write_json(args.json, table)

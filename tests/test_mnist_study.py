@@ -63,6 +63,31 @@ def test_screen_runs_resume_and_gather_into_a_table(tmp_path):
     assert "| avb_ac | base | lr_gen=0.0002, lr_adv=0.0005 | 10 | 0,1 | 6 |" in text
 
 
+def test_a_full_length_run_is_a_row_against_its_screening_run(tmp_path):
+    """Training length as a lever: a Table 2 record's models on the study's images, paired with
+    the same model's screening run of the same seed."""
+    out = tmp_path / "study"
+    out.mkdir()
+    short = [-100.0, -90.0, -80.0, -95.0]
+    (out / "lr1e-3_avb_ac_10_seed0.json").write_text(json.dumps({
+        "variant": "lr1e-3", "kind": "avb_ac", "seed": 0, "latent": 8, "iters": 10, "quick": False,
+        "arch_changes": {}, "config": {}, "n_eval": 4, "ais_log_likelihood": float(np.mean(short)),
+        "ais_per_example": short, "train_seconds": 1.0}))
+    full = [-99.0, -88.5, -80.0, -94.5, -50.0, -60.0]                 # 6 images; the study scored 4
+    js = tmp_path / "t2.json"
+    js.write_text(json.dumps({"settings": {"iterations": {"avb_ac": 40, "vae": 40}, "seed": 0, "latent": 8,
+                                           "quick": False},
+                              "avb_ac": {"ais_per_example": full}, "vae": {"ais_per_example": full}}))
+    table = S.study_table(str(out))
+    added = S.full_length_rows(table, str(js))
+    assert len(added) == 1                                   # no vae screening run: no vae row
+    r = added[0]
+    assert (r["kind"], r["iters"], r["n_eval"], r["vs_reference_iters"]) == ("avb_ac", 40, 4, 10)
+    assert r["vs_reference"] == pytest.approx(np.mean(np.subtract(full[:4], short)))     # +0.75
+    assert r["vs_reference_se"] == pytest.approx(np.std(np.subtract(full[:4], short), ddof=1) / 2)
+    assert "(against 10 iterations)" in S.format_study(table)
+
+
 def test_a_bad_variant_or_model_is_one_line_naming_the_flag(capsys):
     from avb_minimal.__main__ import main
     for argv, needle in ((["--variants", "fastest"], "--variants takes a comma list of base,"),
@@ -71,3 +96,6 @@ def test_a_bad_variant_or_model_is_one_line_naming_the_flag(capsys):
             main(["reproduce", "mnist-study", "--table"] + argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and needle in err and "Traceback" not in err
+    assert main(["reproduce", "mnist-study", "--table", "--full-length", "nope.json"]) == 2
+    err = capsys.readouterr().err
+    assert "--full-length: nope.json: no such file" in err and "Traceback" not in err

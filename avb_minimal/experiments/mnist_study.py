@@ -132,6 +132,7 @@ def study_table(out_dir, reference="lr1e-3"):
                "seeds": [r["seed"] for r in rs], "changes": _changes(rs[0]),
                "ais_log_likelihood": float(np.mean([r["ais_log_likelihood"] for r in rs])),
                "ais_per_seed": [r["ais_log_likelihood"] for r in rs],
+               "ais_per_example_by_seed": {str(r["seed"]): r["ais_per_example"] for r in rs},
                "train_seconds_per_iter": float(np.mean([r["train_seconds"] / r["iters"] for r in rs]))}
         ref = {r["seed"]: r for r in groups.get((reference, kind, iters, latent, n_eval, quick), [])}
         seeds = [r["seed"] for r in rs if r["seed"] in ref]
@@ -142,6 +143,35 @@ def study_table(out_dir, reference="lr1e-3"):
             row.update(vs_reference=d, vs_reference_se=se, vs_reference_seeds=seeds)
         rows.append(row)
     return {"reference": reference, "rows": rows}
+
+
+def full_length_rows(table, results_json):
+    """Training length as a lever: the full-length models of a Table 2 record (`reproduce mnist
+    --json`, seed and settings of the reference variant) as rows of `table`, each scored on the
+    first images of the screening runs and compared, paired, with the same model's reference
+    run at the screening length and the same seed.  -> the rows (also appended to table)."""
+    with open(results_json) as fh:
+        rec = json.load(fh)
+    settings = rec.get("settings", {})
+    added = []
+    for kind, iters in sorted(settings.get("iterations", {}).items()):
+        per = rec.get(kind, {}).get("ais_per_example")
+        if not per or settings.get("quick"):
+            continue
+        for ref in [r for r in table["rows"] if r["variant"] == table["reference"] and r["kind"] == kind
+                    and r["latent"] == settings.get("latent") and settings.get("seed") in r["seeds"]
+                    and r["n_eval"] <= len(per) and r["iters"] < iters]:
+            mine, theirs = per[:ref["n_eval"]], ref["ais_per_example_by_seed"][str(settings["seed"])]
+            d, se = paired_difference(mine, theirs)
+            row = {"variant": f"{table['reference']}, full length", "kind": kind, "iters": int(iters),
+                   "latent": ref["latent"], "n_eval": ref["n_eval"], "seeds": [settings["seed"]],
+                   "changes": {"iters": int(iters)}, "ais_log_likelihood": float(np.mean(mine)),
+                   "ais_per_seed": [float(np.mean(mine))], "source": results_json,
+                   "vs_reference": d, "vs_reference_se": se, "vs_reference_seeds": [settings["seed"]],
+                   "vs_reference_iters": ref["iters"]}
+            table["rows"].append(row)
+            added.append(row)
+    return added
 
 
 def _changes(rec):
@@ -160,6 +190,8 @@ def format_study(table):
     for r in table["rows"]:
         ch = ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "-"
         d = (f"{r['vs_reference']:+.2f} +- {r['vs_reference_se']:.2f}" if "vs_reference" in r else "-")
+        if "vs_reference_iters" in r:
+            d += f" (against {r['vs_reference_iters']} iterations)"
         lines.append(f"| {r['kind']} | {r['variant']} | {ch} | {r['iters']} | {','.join(map(str, r['seeds']))} | "
                      f"{r['n_eval']} | {r['ais_log_likelihood']:.2f} | {d} |")
     return "\n".join(lines)
