@@ -33,7 +33,7 @@ from .argcheck import (  # noqa: E402
     remove_created_folders,
     seed_list,
 )
-from .checkpoint import package_version, write_json  # noqa: E402
+from .checkpoint import note_start, package_version, write_json  # noqa: E402
 
 # Each command imports the modules it runs inside its own function: the experiments load
 # matplotlib and scipy, which would cost every command (even --help) a second at start-up.
@@ -671,6 +671,7 @@ def _assignments_grade(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    note_start()             # provenance names the commit this command started from
     try:
         check_paths(args)
         args.func(args)      # each sub-command names its function with set_defaults(func=...)

@@ -302,11 +302,22 @@ def command_line(argv: list) -> str:
     return " ".join([first, shlex.join(argv[1:])]).strip()
 
 
+_STARTED_FROM = {}      # git_commit() when the command started (note_start), else empty
+
+
+def note_start() -> None:
+    """Take the git state when a command starts, so that a result written hours later names
+    the code that ran, not what the checkout holds by then (the command line calls it)."""
+    _STARTED_FROM.clear()
+    _STARTED_FROM.update(git_commit())
+
+
 def provenance(device: str = "cpu", argv: list | None = None) -> dict:
     """Where a result comes from, recorded in every JSON the package writes: the package
-    version, the git commit (None outside a checkout), the full command line (default
-    sys.argv), the date (ISO 8601, UTC), the BLAS thread count and the device."""
-    return {"package": "avb-minimal", "version": package_version(), **git_commit(),
+    version, the git commit (None outside a checkout; taken when the command started, see
+    `note_start`, else now), the full command line (default sys.argv), the date the JSON
+    was written (ISO 8601, UTC), the BLAS thread count and the device."""
+    return {"package": "avb-minimal", "version": package_version(), **(_STARTED_FROM or git_commit()),
             "command_line": command_line(sys.argv if argv is None else argv),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "blas_threads": blas_threads(), "device": device}

@@ -38,6 +38,18 @@ def test_provenance_fields():
         assert len(p["git_commit"]) == 40
 
 
+def test_the_commit_is_the_one_the_command_started_from(monkeypatch):
+    """A run writes its JSON hours after it starts; by then the checkout may have moved on."""
+    from avb_minimal import checkpoint as C
+    monkeypatch.setattr(C, "_STARTED_FROM", {})
+    monkeypatch.setattr(C, "git_commit", lambda folder=None: {"git_commit": "a" * 40, "git_dirty": False})
+    C.note_start()
+    monkeypatch.setattr(C, "git_commit", lambda folder=None: {"git_commit": "b" * 40, "git_dirty": True})
+    assert (C.provenance()["git_commit"], C.provenance()["git_dirty"]) == ("a" * 40, False)
+    C._STARTED_FROM.clear()                                   # no command started: the checkout now
+    assert C.provenance()["git_commit"] == "b" * 40
+
+
 def test_no_commit_outside_a_checkout(tmp_path):
     assert git_commit(str(tmp_path)) == {"git_commit": None, "git_dirty": None}
 

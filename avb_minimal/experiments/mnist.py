@@ -407,6 +407,7 @@ def load_pretrained(path, kind, arch):
 
 
 PAPER_TABLE2_8D = {"vae": -90.9, "avb": -91.2, "avb_ac": -89.6}   # conv nets, AIS (paper, Table 2)
+PAPER_TABLE2 = {8: PAPER_TABLE2_8D, 32: {"vae": -81.9, "avb_ac": -80.2}}   # the same, per latent size
 
 
 def paired_difference(a, b):
@@ -491,7 +492,7 @@ def format_mnist(res):
         lines.append(f"{k:11s} {r['ais_log_likelihood']:9.2f} +-{r['ais_log_likelihood_sem'] or 0:4.2f} {elbo} "
                      f"{elbo_t} {r['reconstruction']:8.2f} {r['pixel_error']:7.4f} {r['ais_ess_mean']:5.2f} "
                      f"{r['wall_seconds']['train']:8.0f} {r['wall_seconds']['ais']:7.0f}  "
-                     f"{PAPER_TABLE2_8D.get(k, '') if s['latent'] == 8 else ''}")
+                     f"{PAPER_TABLE2.get(s['latent'], {}).get(k, '')}")
     for k in MNIST_KINDS:                   # the comparison that matters: over the same images
         if k != "vae" and "ais_per_example" in res.get(k, {}) and "ais_per_example" in res.get("vae", {}):
             d, se = paired_difference(res[k]["ais_per_example"], res["vae"]["ais_per_example"])
