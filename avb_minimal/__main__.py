@@ -219,9 +219,9 @@ def _add_study(rsub):
     st.add_argument("--json", metavar="PATH", help="write the gathered table here (e.g. results/mnist_study.json)")
     st.add_argument("--table", action="store_true", help="only gather OUT's records and print the table")
     st.add_argument("--full-length", metavar="JSON", nargs="+", default=None,
-                    help="add the full-length models of Table 2 records (e.g. results/mnist_z8.json) as rows, "
-                         "each on the study's images and against the same model's lr1e-3 screening run of "
-                         "the same seed: training length as a lever")
+                    help="add the full-length models of Table 2 records (e.g. results/mnist_z8.json) as runs "
+                         "of lr1e-3, on the study's images: against the same model's shorter lr1e-3 runs "
+                         "(training length as a lever) and against the VAE runs of their length")
     st.add_argument("--bench-steps", action="store_true",
                     help="instead: time 200 training iterations of AVB and AVB + AC on the readable and the "
                          "fast step (one BLAS thread) and stop")
@@ -533,9 +533,7 @@ def _mnist_study(args):
                         print(f"{v} {k} seed {seed}: AIS log p(x) {r['ais_log_likelihood']:.2f} on {r['n_eval']} "
                               f"images ({r['train_seconds']:.0f} s training, {r['ais_seconds']:.0f} s AIS)",
                               flush=True)
-    table = S.study_table(args.out)
-    for path in args.full_length or ():
-        S.full_length_rows(table, path)
+    table = S.study_table(args.out, full_length=args.full_length or ())
     print(S.format_study(table))
     if args.json:
         write_json(args.json, table)

@@ -63,29 +63,44 @@ def test_screen_runs_resume_and_gather_into_a_table(tmp_path):
     assert "| avb_ac | base | lr_gen=0.0002, lr_adv=0.0005 | 10 | 0,1 | 6 |" in text
 
 
-def test_a_full_length_run_is_a_row_against_its_screening_run(tmp_path):
-    """Training length as a lever: a Table 2 record's models on the study's images, paired with
-    the same model's screening run of the same seed."""
+def test_table2_runs_join_the_study_as_full_length_runs(tmp_path):
+    """Training length as a lever, and the claim under each VAE setting: a Table 2 record's
+    models on the study's images, paired with the same model's shorter run and with the VAE."""
     out = tmp_path / "study"
     out.mkdir()
+
+    def record(variant, kind, iters, per):
+        (out / f"{variant}_{kind}_{iters}_seed0.json").write_text(json.dumps({
+            "variant": variant, "kind": kind, "seed": 0, "latent": 8, "iters": iters, "quick": False,
+            "arch_changes": {}, "config": {}, "n_eval": len(per), "ais_log_likelihood": float(np.mean(per)),
+            "ais_per_example": per, "train_seconds": 1.0}))
     short = [-100.0, -90.0, -80.0, -95.0]
-    (out / "lr1e-3_avb_ac_10_seed0.json").write_text(json.dumps({
-        "variant": "lr1e-3", "kind": "avb_ac", "seed": 0, "latent": 8, "iters": 10, "quick": False,
-        "arch_changes": {}, "config": {}, "n_eval": 4, "ais_log_likelihood": float(np.mean(short)),
-        "ais_per_example": short, "train_seconds": 1.0}))
+    record("lr1e-3", "avb_ac", 10, short)
+    vae_tuned = [-99.5, -89.0, -81.0, -95.5]
+    record("vae_lr2e-3", "vae", 40, vae_tuned)                        # the VAE's own tuning, full length
     full = [-99.0, -88.5, -80.0, -94.5, -50.0, -60.0]                 # 6 images; the study scored 4
+    vae = [-99.2, -89.5, -80.5, -95.0, -51.0, -61.0]
     js = tmp_path / "t2.json"
     js.write_text(json.dumps({"settings": {"iterations": {"avb_ac": 40, "vae": 40}, "seed": 0, "latent": 8,
                                            "quick": False},
-                              "avb_ac": {"ais_per_example": full}, "vae": {"ais_per_example": full}}))
-    table = S.study_table(str(out))
-    added = S.full_length_rows(table, str(js))
-    assert len(added) == 1                                   # no vae screening run: no vae row
-    r = added[0]
-    assert (r["kind"], r["iters"], r["n_eval"], r["vs_reference_iters"]) == ("avb_ac", 40, 4, 10)
+                              "avb_ac": {"ais_per_example": full}, "vae": {"ais_per_example": vae}}))
+    table = S.study_table(str(out), full_length=[str(js)])
+    rows = {(r["variant"], r["kind"], r["iters"]): r for r in table["rows"]}
+    r = rows[("lr1e-3", "avb_ac", 40)]
+    assert r["source"] == str(js) and r["n_eval"] == 4 and r["vs_reference_iters"] == 10
     assert r["vs_reference"] == pytest.approx(np.mean(np.subtract(full[:4], short)))     # +0.75
     assert r["vs_reference_se"] == pytest.approx(np.std(np.subtract(full[:4], short), ddof=1) / 2)
-    assert "(against 10 iterations)" in S.format_study(table)
+    t = rows[("vae_lr2e-3", "vae", 40)]                   # against Table 2's VAE at the same length
+    assert "vs_reference_iters" not in t and t["vs_reference"] == pytest.approx(np.mean(np.subtract(vae_tuned, vae[:4])))
+    claims = {c["vae"]: c for c in table["vs_vae"]}
+    assert set(claims) == {"lr1e-3", "vae_lr2e-3"} and claims["vae_lr2e-3"]["n_eval"] == 4
+    assert claims["vae_lr2e-3"]["difference"] == pytest.approx(np.mean(np.subtract(full[:4], vae_tuned)))
+    text = S.format_study(table)
+    assert "| avb_ac | lr1e-3 (Table 2) | - | 40 | 0 | 4 |" in text and "(against 10 iterations)" in text
+    assert "avb_ac (lr1e-3) - vae (vae_lr2e-3), 40 iterations, paired over the first 4 images, seeds 0:" in text
+    with pytest.raises(ValueError, match="not the record of a full reproduce mnist run"):
+        js.write_text(json.dumps({"settings": {"quick": True}}))
+        S.study_table(str(out), full_length=[str(js)])
 
 
 def test_a_bad_variant_or_model_is_one_line_naming_the_flag(capsys):

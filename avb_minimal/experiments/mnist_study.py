@@ -110,17 +110,23 @@ def screen_run(variant, kind, x_train, x_eval, out_dir, iters=10000, seed=0, lat
     return rec
 
 
-def study_table(out_dir, reference="lr1e-3"):
-    """Gather OUT/*.json into rows per (variant, kind, iters, latent): the mean over seeds of the
-    AIS log-likelihood, its seeds, and the paired difference to the same model under the
-    `reference` variant (Table 2's settings) at the same length, latent size, images and
-    seeds (where that run exists): does a lever move a model, and by how much."""
+def study_table(out_dir, reference="lr1e-3", full_length=()):
+    """Gather OUT/*.json into rows per (variant, kind, iters, latent, images): the mean over
+    seeds of the AIS log-likelihood, its seeds, and the paired difference to the same model
+    under the `reference` variant (Table 2's settings) at the same length, latent size, images
+    and seeds: does a lever move a model, and by how much.  `full_length`: Table 2 records
+    (`reproduce mnist --json`) whose models join as runs of the reference variant
+    (`table2_runs`); a reference row longer than the screening runs is compared with the
+    reference at the screening length (training length as a lever)."""
     runs = []
     for path in sorted(glob.glob(os.path.join(out_dir, "*.json"))):
         with open(path) as fh:
             r = json.load(fh)
         if isinstance(r, dict) and "variant" in r:
             runs.append(r)
+    n_evals = sorted({r["n_eval"] for r in runs})
+    for path in full_length:
+        runs += table2_runs(path, n_evals, reference)
     groups = {}
     for r in runs:
         key = (r["variant"], r["kind"], r["iters"], r["latent"], r["n_eval"], r.get("quick", False))
@@ -133,45 +139,62 @@ def study_table(out_dir, reference="lr1e-3"):
                "ais_log_likelihood": float(np.mean([r["ais_log_likelihood"] for r in rs])),
                "ais_per_seed": [r["ais_log_likelihood"] for r in rs],
                "ais_per_example_by_seed": {str(r["seed"]): r["ais_per_example"] for r in rs},
-               "train_seconds_per_iter": float(np.mean([r["train_seconds"] / r["iters"] for r in rs]))}
-        ref = {r["seed"]: r for r in groups.get((reference, kind, iters, latent, n_eval, quick), [])}
+               **({"source": rs[0]["source"]} if "source" in rs[0] else
+                  {"train_seconds_per_iter": float(np.mean([r["train_seconds"] / r["iters"] for r in rs]))})}
+        if variant != reference:
+            ref_iters = iters
+        else:                                   # the reference itself: against its shorter runs
+            ref_iters = max([k[2] for k in groups if k[:2] == (reference, kind) and k[2] < iters
+                             and k[3:] == (latent, n_eval, quick)], default=None)
+        ref = {r["seed"]: r for r in groups.get((reference, kind, ref_iters, latent, n_eval, quick), [])}
         seeds = [r["seed"] for r in rs if r["seed"] in ref]
-        if seeds and variant != reference:
+        if seeds and ref_iters is not None:
             mine = {r["seed"]: r for r in rs}
             d, se = paired_difference([mine[s]["ais_per_example"] for s in seeds],
                                       [ref[s]["ais_per_example"] for s in seeds])
             row.update(vs_reference=d, vs_reference_se=se, vs_reference_seeds=seeds)
+            if ref_iters != iters:
+                row["vs_reference_iters"] = ref_iters
         rows.append(row)
-    return {"reference": reference, "rows": rows}
+    return {"reference": reference, "rows": rows, "vs_vae": _against_the_vae(rows, reference)}
 
 
-def full_length_rows(table, results_json):
-    """Training length as a lever: the full-length models of a Table 2 record (`reproduce mnist
-    --json`, seed and settings of the reference variant) as rows of `table`, each scored on the
-    first images of the screening runs and compared, paired, with the same model's reference
-    run at the screening length and the same seed.  -> the rows (also appended to table)."""
+def table2_runs(results_json, n_evals, variant="lr1e-3"):
+    """The models of a Table 2 record (`reproduce mnist --json`: full length, one seed, the
+    settings of `variant`) as study runs scored on the first n images, n in n_evals."""
     with open(results_json) as fh:
         rec = json.load(fh)
     settings = rec.get("settings", {})
-    added = []
-    for kind, iters in sorted(settings.get("iterations", {}).items()):
-        per = rec.get(kind, {}).get("ais_per_example")
-        if not per or settings.get("quick"):
-            continue
-        for ref in [r for r in table["rows"] if r["variant"] == table["reference"] and r["kind"] == kind
-                    and r["latent"] == settings.get("latent") and settings.get("seed") in r["seeds"]
-                    and r["n_eval"] <= len(per) and r["iters"] < iters]:
-            mine, theirs = per[:ref["n_eval"]], ref["ais_per_example_by_seed"][str(settings["seed"])]
-            d, se = paired_difference(mine, theirs)
-            row = {"variant": f"{table['reference']}, full length", "kind": kind, "iters": int(iters),
-                   "latent": ref["latent"], "n_eval": ref["n_eval"], "seeds": [settings["seed"]],
-                   "changes": {"iters": int(iters)}, "ais_log_likelihood": float(np.mean(mine)),
-                   "ais_per_seed": [float(np.mean(mine))], "source": results_json,
-                   "vs_reference": d, "vs_reference_se": se, "vs_reference_seeds": [settings["seed"]],
-                   "vs_reference_iters": ref["iters"]}
-            table["rows"].append(row)
-            added.append(row)
-    return added
+    if settings.get("quick") or "iterations" not in settings:
+        raise ValueError(f"{results_json}: not the record of a full reproduce mnist run")
+    runs = []
+    for kind, iters in sorted(settings["iterations"].items()):
+        per = rec.get(kind, {}).get("ais_per_example") or []
+        for n in n_evals:
+            if len(per) >= n:
+                runs.append({"variant": variant, "kind": kind, "seed": settings["seed"], "latent": settings["latent"],
+                             "iters": int(iters), "quick": False, "n_eval": n, "arch_changes": {},
+                             "config": mnist_config(kind).__dict__, "ais_log_likelihood": float(np.mean(per[:n])),
+                             "ais_per_example": per[:n], "source": results_json})
+    return runs
+
+
+def _against_the_vae(rows, reference):
+    """AVB + AC at the reference settings against each VAE row of the same length, latent size
+    and images, paired over their shared seeds: Table 2's claim under every VAE setting that ran."""
+    out = []
+    for a in rows:
+        for v in rows:
+            if (a["kind"], a["variant"], v["kind"]) != ("avb_ac", reference, "vae") or \
+                    (a["iters"], a["latent"], a["n_eval"]) != (v["iters"], v["latent"], v["n_eval"]):
+                continue
+            seeds = [s for s in a["seeds"] if s in v["seeds"]]
+            if seeds:
+                d, se = paired_difference([a["ais_per_example_by_seed"][str(s)] for s in seeds],
+                                          [v["ais_per_example_by_seed"][str(s)] for s in seeds])
+                out.append({"avb_ac": a["variant"], "vae": v["variant"], "iters": a["iters"], "latent": a["latent"],
+                            "n_eval": a["n_eval"], "seeds": seeds, "difference": d, "se": se})
+    return out
 
 
 def _changes(rec):
@@ -192,6 +215,9 @@ def format_study(table):
         d = (f"{r['vs_reference']:+.2f} +- {r['vs_reference_se']:.2f}" if "vs_reference" in r else "-")
         if "vs_reference_iters" in r:
             d += f" (against {r['vs_reference_iters']} iterations)"
-        lines.append(f"| {r['kind']} | {r['variant']} | {ch} | {r['iters']} | {','.join(map(str, r['seeds']))} | "
-                     f"{r['n_eval']} | {r['ais_log_likelihood']:.2f} | {d} |")
+        lines.append(f"| {r['kind']} | {r['variant']}{' (Table 2)' if 'source' in r else ''} | {ch} | {r['iters']} | "
+                     f"{','.join(map(str, r['seeds']))} | {r['n_eval']} | {r['ais_log_likelihood']:.2f} | {d} |")
+    for i, c in enumerate(table.get("vs_vae", [])):
+        lines.append(f"{'' if i else chr(10)}avb_ac ({c['avb_ac']}) - vae ({c['vae']}), {c['iters']} iterations, paired over the first "
+                     f"{c['n_eval']} images, seeds {','.join(map(str, c['seeds']))}: {c['difference']:+.2f} +- {c['se']:.2f}")
     return "\n".join(lines)
