@@ -80,6 +80,15 @@ class Arch:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
+    def differences(self, record: dict) -> list:
+        """[(field, recorded, self's)] where an architecture record (`to_dict`'s form, e.g. a
+        checkpoint's) differs from this one; a field the record lacks takes its default."""
+        try:
+            theirs = Arch.from_dict(record).to_dict()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"its architecture record is not readable here ({e})") from None
+        return [(k, theirs.get(k), v) for k, v in self.to_dict().items() if theirs.get(k) != v]
+
     @classmethod
     def from_dict(cls, d: dict) -> Arch:
         """From `to_dict`'s form; a key missing (a record older than the setting) takes its default."""

@@ -324,10 +324,12 @@ def resume_run(path: str, kind: str, arch: M.Arch, params: dict, states: dict, d
     meta = check_meta(path, read_meta(path), RUN_META)
     if meta["kind"] != kind:
         raise ValueError(f"checkpoint {path!r} holds a {meta.get('kind')!r} model, not {kind!r}" + OTHER_RUN)
-    theirs = M.Arch.from_dict(meta["arch"]).to_dict()       # a setting newer than the file: its default
-    if theirs != arch.to_dict():
-        diff = [f"{k}: checkpoint {theirs.get(k)!r}, asked {v!r}" for k, v in arch.to_dict().items()
-                if theirs.get(k) != v]
+    try:
+        changed = arch.differences(meta["arch"])
+    except ValueError as e:
+        raise ValueError(f"checkpoint {path!r}: {e}" + OTHER_RUN) from None
+    if changed:
+        diff = [f"{k}: checkpoint {theirs!r}, asked {v!r}" for k, theirs, v in changed]
         raise ValueError(f"checkpoint {path!r} was written for another architecture ({'; '.join(diff)})"
                          + OTHER_RUN)
     it = meta["iteration"]

@@ -31,6 +31,10 @@ def test_arch_checks_its_fields_and_round_trips_through_a_dict():
             M.Arch(ac_var_floor=bad)
     old = {k: v for k, v in M.Arch(ac_var_floor=0.5).to_dict().items() if k != "ac_var_floor"}
     assert M.Arch.from_dict(old).ac_var_floor == M.AC_VAR_FLOOR      # a record older than the setting
+    assert M.Arch(ac_var_floor=0.5).differences(old) == [("ac_var_floor", M.AC_VAR_FLOOR, 0.5)]
+    assert M.Arch().differences(old) == []
+    with pytest.raises(ValueError, match="its architecture record is not readable here"):
+        M.Arch().differences(dict(old, wings=2))                    # a record newer than this code
     np.testing.assert_allclose(M.Arch(activation="tanh").act(np.ones(2)), np.tanh(np.ones(2)))
     assert M.Arch().act is elu
 

@@ -392,14 +392,13 @@ def load_pretrained(path, kind, arch):
         raise ValueError(f"{path}: not a pretrained Table 2 model (written by export_pretrained)")
     if meta.get("kind") != kind:
         raise ValueError(f"{path}: holds a {meta.get('kind')!r} model, not {kind!r}")
-    try:                                                  # a setting newer than the file: its default
-        theirs = M.Arch.from_dict(meta.get("arch", {})).to_dict()
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: its architecture record is not readable here ({e})") from None
-    ours = arch.to_dict()
-    diff = [f"{k} {theirs.get(k)!r} (this run needs {v!r})" for k, v in ours.items() if theirs.get(k) != v]
+    try:
+        changed = arch.differences(meta.get("arch", {}))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    diff = [f"{k} {theirs!r} (this run needs {v!r})" for k, theirs, v in changed]
     if diff:
-        what = "latent size" if theirs.get("z_dim") != ours["z_dim"] else "architecture"
+        what = "latent size" if "z_dim" in [k for k, _, _ in changed] else "architecture"
         raise ValueError(f"{path}: a model of another {what}: {'; '.join(diff)}")
     template = M.init_params(np.random.default_rng(0), kind, arch)
     trees, _ = load_checkpoint(path, {"params": template})
